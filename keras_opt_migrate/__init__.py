@@ -1,0 +1,19 @@
+"""keras-opt-migrate: portable Keras / TensorFlow optimizer state.
+
+Read optimizer state from any Keras / TensorFlow generation and file format into one
+versioned schema (`OptimizerState`), audit it, and (see `convert`, `restore_into`) move it
+between generations and formats.
+"""
+
+from .api import load_state, save_state
+from .errors import (FormatError, KerasOptMigrateError, MappingError, SchemaError, UnknownOptimizerError,
+                     UnsupportedFormatError)
+from .schema import SCHEMA_VERSION, LazyTensor, OptimizerState, VariableSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load_state", "save_state", "OptimizerState", "VariableSpec", "LazyTensor", "SCHEMA_VERSION",
+    "KerasOptMigrateError", "FormatError", "UnsupportedFormatError", "SchemaError", "MappingError",
+    "UnknownOptimizerError",
+]

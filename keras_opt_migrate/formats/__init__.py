@@ -1,0 +1,44 @@
+"""Format adapters and detection.
+
+`REGISTRY` is the ordered list used for detection: the first adapter whose `validate`
+accepts a path reads it. Order matters: the native file and Keras `.weights.h5` are HDF5
+too, so they are tried before the generic Keras HDF5 adapter.
+"""
+
+import os
+
+from ..errors import FormatError, UnsupportedFormatError
+from . import native
+
+REGISTRY = [native.FORMAT]
+
+
+def register(fmt, before=None):
+    """Add an adapter (before the adapter named `before`, else at the end)."""
+    if any(f.name == fmt.name for f in REGISTRY):
+        return
+    if before is not None:
+        for i, f in enumerate(REGISTRY):
+            if f.name == before:
+                REGISTRY.insert(i, fmt)
+                return
+    REGISTRY.append(fmt)
+
+
+def get_format(name):
+    for f in REGISTRY:
+        if f.name == name:
+            return f
+    raise UnsupportedFormatError(name, "unknown format; expected one of: %s" % ", ".join(f.name for f in REGISTRY))
+
+
+def detect(path):
+    """The adapter that reads `path`, or a FormatError saying why none does."""
+    for fmt in REGISTRY:
+        if fmt.validate(path):
+            return fmt
+    if not os.path.exists(path) and not os.path.exists(str(path) + ".index"):
+        raise FormatError(path, "no such file or directory")
+    raise UnsupportedFormatError(
+        path, "not a recognised optimizer-state file; expected one of: %s"
+        % "; ".join(f.description for f in REGISTRY))

@@ -1,0 +1,88 @@
+"""keras-opt-migrate's own file: an exact, versioned dump of an `OptimizerState`.
+
+HDF5 with the root attribute `keras_opt_migrate_schema_version`; see `schema/v1.py` for the
+header. `save_state` streams tensor by tensor (a LazyTensor source is read one tensor at a
+time) into a temporary file that is renamed into place only when complete.
+"""
+
+import json
+
+import h5py
+import numpy as np
+
+from ..errors import FormatError, SchemaError
+from ..schema import LazyTensor, materialize
+from ..schema import v1 as schema_v1
+from ..schema.upgrade import upgrade_header
+from .base import Format, atomic_output, is_hdf5
+
+VERSION_ATTR = "keras_opt_migrate_schema_version"
+HEADER_ATTR = "header"
+
+
+class NativeFormat(Format):
+    name = "native"
+    description = "keras-opt-migrate state file (HDF5, versioned schema)"
+    can_write = True
+
+    def validate(self, path):
+        if not is_hdf5(path):
+            return False
+        try:
+            with h5py.File(path, "r") as f:
+                return VERSION_ATTR in f.attrs
+        except OSError:
+            return False
+
+    def read(self, path, **options):
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise FormatError(path, "not a readable HDF5 file (%s)" % e) from e
+        with f:
+            try:
+                header = json.loads(f.attrs[HEADER_ATTR])
+            except (KeyError, ValueError, TypeError) as e:
+                raise FormatError(path, "keras-opt-migrate state file without a valid header (%s)" % e) from e
+            if not isinstance(header, dict):
+                raise FormatError(path, "header is not a JSON object")
+            try:
+                header = upgrade_header(header, origin=str(path))
+                datasets = {}
+                for t in header["tensors"]:
+                    name = t["dataset"]
+                    node = f.get(name, getlink=True)
+                    if not isinstance(node, h5py.HardLink):
+                        raise FormatError(path, "tensor %s is missing or a link" % name)
+                    ds = f[name]
+                    if not isinstance(ds, h5py.Dataset):
+                        raise FormatError(path, "tensor %s is not a dataset" % name)
+                    datasets[name] = LazyTensor(ds.shape, ds.dtype, _loader(path, name), origin="%s:%s" % (path, name))
+                state = schema_v1.decode_header(header, datasets.__getitem__)
+            except (KeyError, TypeError) as e:
+                raise FormatError(path, "malformed keras-opt-migrate header (missing or bad field %s)" % e) from e
+        state.source = dict(state.source)
+        state.source.setdefault("native", {})["path"] = str(path)
+        return state
+
+    def write(self, state, path, **options):
+        state.validate()
+        header, datasets = schema_v1.encode_header(state)
+        with atomic_output(path) as tmp:
+            # track_order keeps attribute/dataset order stable; no timestamps for determinism.
+            with h5py.File(tmp, "w", track_order=True, libver="earliest") as f:
+                f.attrs[VERSION_ATTR] = schema_v1.VERSION
+                f.attrs[HEADER_ATTR] = header
+                for name, value in datasets:
+                    f.create_dataset(name, data=materialize(value), track_times=False)
+        return path
+
+
+def _loader(path, name):
+    def load():
+        with h5py.File(path, "r") as f:
+            return np.asarray(f[name][()])
+    return load
+
+
+FORMAT = NativeFormat()

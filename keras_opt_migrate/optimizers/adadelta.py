@@ -1,0 +1,31 @@
+"""Adadelta.
+
+Slots `accumulated_grad` (running mean of squared gradients) and `accumulated_delta_var`
+(running mean of squared updates). v2: `accum_grad`, `accum_var`, slot-major; 2.11+ and
+Keras 3: `accumulated_grad`, `accumulated_delta_var`, interleaved; Keras v1:
+`accumulators` then `delta_accumulators`, no iterations; TF1: `accum`, `accum_update`
+(name-based `<var>/Adadelta`, `<var>/Adadelta_1`).
+"""
+
+from .spec import AlgorithmSpec, interleaved, slot_major
+
+SPEC = AlgorithmSpec(
+    name="adadelta",
+    slots=("accumulated_grad", "accumulated_delta_var"),
+    names={"v1": {"accumulated_grad": "accumulators", "accumulated_delta_var": "delta_accumulators"},
+           "v2": {"accumulated_grad": "accum_grad", "accumulated_delta_var": "accum_var"},
+           "experimental": {"accumulated_grad": "accumulated_grad", "accumulated_delta_var": "accumulated_delta_var"},
+           "keras3": {"accumulated_grad": "accumulated_grad", "accumulated_delta_var": "accumulated_delta_var"},
+           "tf1": {"accumulated_grad": "accum", "accumulated_delta_var": "accum_update"}},
+    layouts={
+        "v1": lambda c: [slot_major("accumulated_grad", "accumulated_delta_var")],
+        "v2": lambda c: [slot_major("accumulated_grad", "accumulated_delta_var")],
+        "experimental": lambda c: [interleaved("accumulated_grad", "accumulated_delta_var")],
+        "keras3": lambda c: [interleaved("accumulated_grad", "accumulated_delta_var")],
+        "tf1": lambda c: [],
+    },
+    class_names={"v1": ("Adadelta",), "v2": ("Adadelta",), "experimental": ("Adadelta",), "keras3": ("Adadelta",),
+                 "tf1": ("AdadeltaOptimizer",)},
+    slot_init={"accumulated_grad": 0.0, "accumulated_delta_var": 0.0},
+    tf1_suffix=lambda c: ("accumulated_grad", "accumulated_delta_var"),
+)

@@ -1,0 +1,50 @@
+"""Adagrad, and ProximalAdagrad (TF1), and tfrs ClippyAdagrad (2.11+ generation).
+
+Slot `accumulator`, initialised to `initial_accumulator_value` (Keras default 0.1, TF1
+default 0.1). Keras v1 keeps only the accumulators: no iterations counter at all.
+TF1 name-based key: `<var>/Adagrad` (`<var>/ProximalAdagrad`).
+ClippyAdagrad adds a scalar `clipping_factor` per variable when `export_clipping_factors`.
+"""
+
+from .spec import AlgorithmSpec, interleaved, slot_major
+
+SPEC = AlgorithmSpec(
+    name="adagrad",
+    slots=("accumulator",),
+    names={"v1": {"accumulator": "accumulators"}, "v2": {"accumulator": "accumulator"},
+           "experimental": {"accumulator": "accumulator"}, "keras3": {"accumulator": "accumulator"},
+           "tf1": {"accumulator": "accumulator"}},
+    layouts={g: (lambda c: [slot_major("accumulator")]) for g in ("v1", "v2", "experimental", "keras3", "tf1")},
+    class_names={"v1": ("Adagrad",), "v2": ("Adagrad",), "experimental": ("Adagrad",), "keras3": ("Adagrad",),
+                 "tf1": ("AdagradOptimizer",)},
+    slot_init={"accumulator": "initial_accumulator_value"},
+)
+
+PROXIMAL_ADAGRAD_SPEC = AlgorithmSpec(
+    name="proximal_adagrad",
+    slots=("accumulator",),
+    names={"tf1": {"accumulator": "accumulator"}},
+    layouts={"tf1": lambda c: []},
+    class_names={"tf1": ("ProximalAdagradOptimizer",)},
+    slot_init={"accumulator": "initial_accumulator_value"},
+)
+
+
+def _clipping_shape(slot, var_shape, config, generation):
+    return () if slot == "clipping_factor" else tuple(var_shape)
+
+
+def _exports(config):
+    return bool(config.get("export_clipping_factors"))
+
+
+CLIPPYADAGRAD_SPEC = AlgorithmSpec(
+    name="clippyadagrad",
+    slots=("accumulator", "clipping_factor"),
+    names={"experimental": {"accumulator": "accumulator", "clipping_factor": "clipping_factor"}},
+    layouts={"experimental": lambda c: [interleaved("accumulator", "clipping_factor")] if _exports(c)
+             else [slot_major("accumulator")]},
+    class_names={"experimental": ("ClippyAdagrad", "Custom>ClippyAdagrad")},
+    shape_rule=_clipping_shape,
+    slot_init={"accumulator": "initial_accumulator_value", "clipping_factor": 1.0},
+)

@@ -1,0 +1,28 @@
+"""Nadam: Adam with Nesterov momentum and a momentum schedule.
+
+Slots `momentum`, `velocity`. The schedule's running product mu_1 * ... * mu_t is state
+too, kept by every generation under its own name and place (canonical extra `u_product`):
+Keras v1 `m_schedule` (position 1 of `weights`), v2 `momentum_cache` (position 1 of
+`get_weights()`), the 2.11+ optimizer `_u_product` (TF checkpoints only, not in
+`variables`, so its h5/.keras files lose it), Keras 3 `u_product` (last of `variables`).
+"""
+
+from .spec import AlgorithmSpec, Extra, interleaved, slot_major
+
+SPEC = AlgorithmSpec(
+    name="nadam",
+    slots=("momentum", "velocity"),
+    names={"v1": {"momentum": "ms", "velocity": "vs"}, "v2": {"momentum": "m", "velocity": "v"},
+           "experimental": {"momentum": "m", "velocity": "v"},
+           "keras3": {"momentum": "momentum", "velocity": "velocity"}},
+    layouts={
+        "v1": lambda c: [Extra("iterations", (), "int64"), Extra("u_product"), slot_major("momentum", "velocity")],
+        "v2": lambda c: [Extra("u_product"), slot_major("momentum", "velocity")],
+        "experimental": lambda c: [interleaved("momentum", "velocity")],
+        "keras3": lambda c: [interleaved("momentum", "velocity"), Extra("u_product")],
+    },
+    class_names={"v1": ("Nadam",), "v2": ("Nadam",), "experimental": ("Nadam",), "keras3": ("Nadam",)},
+    extras={"v1": {"m_schedule": "u_product"}, "v2": {"momentum_cache": "u_product"},
+            "experimental": {"_u_product": "u_product"}, "keras3": {"u_product": "u_product"}},
+    slot_init={"momentum": 0.0, "velocity": 0.0},
+)

@@ -1,0 +1,169 @@
+"""The in-memory optimizer-state schema.
+
+`OptimizerState` is the hub every reader produces and every writer consumes. A slot is
+identified by (model variable name, canonical slot name), never by a position. Tensors
+may be `LazyTensor`s that read their bytes only when asked, so metadata-only commands
+(`inspect`) and streaming conversions never hold the whole state in memory.
+"""
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..errors import SchemaError
+
+SCHEMA_VERSION = 1
+GENERATIONS = ("v1", "v2", "experimental", "keras3", "tf1")
+
+
+class LazyTensor:
+    """A tensor whose shape and dtype are known and whose value is read on demand.
+
+    `load()` returns a fresh numpy array each call (nothing is cached, so a streaming
+    writer holds one tensor at a time). numpy functions accept it through `__array__`.
+    """
+
+    __slots__ = ("shape", "dtype", "_loader", "origin")
+
+    def __init__(self, shape, dtype, loader: Callable[[], np.ndarray], origin=None):
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self._loader = loader
+        self.origin = origin
+
+    def load(self):
+        value = np.asarray(self._loader())
+        if tuple(value.shape) != self.shape:
+            raise SchemaError("%s: declared shape %s but read %s" % (self.origin, self.shape, value.shape))
+        return value
+
+    def __array__(self, dtype=None, copy=None):
+        value = self.load()
+        return value.astype(dtype) if dtype is not None else value
+
+    @property
+    def nbytes(self):
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def __repr__(self):
+        return "LazyTensor(shape=%s, dtype=%s, origin=%r)" % (self.shape, self.dtype.name, self.origin)
+
+
+def tensor_shape(value):
+    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+
+
+def tensor_dtype(value):
+    return np.dtype(value.dtype) if hasattr(value, "dtype") else np.asarray(value).dtype
+
+
+def materialize(value):
+    """numpy array for a tensor that may be lazy."""
+    return value.load() if isinstance(value, LazyTensor) else np.asarray(value)
+
+
+@dataclasses.dataclass
+class VariableSpec:
+    """A model variable the state belongs to."""
+
+    name: str
+    shape: Tuple[int, ...]
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        self.shape = tuple(int(d) for d in self.shape)
+        self.dtype = np.dtype(self.dtype).name
+
+    def to_json(self):
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclasses.dataclass
+class OptimizerState:
+    """One optimizer's complete state, independent of generation and file format.
+
+    optimizer: canonical lower-case algorithm name (`adam`, `rmsprop`, `momentum`, ...).
+    generation: the API generation that wrote it (`v1`, `v2`, `experimental`, `keras3`, `tf1`).
+    config: hyperparameters under their Keras names; a schedule stays its serialized dict.
+    iterations: the step counter, or None when the file does not record one.
+    variables: the model variables, in the model's trainable (build) order.
+    slots: {variable name: {canonical slot name: tensor}}.
+    extra: non-slot state under canonical names (`beta1_power`, `u_product`, loss scale, ...).
+    source: provenance: format, path, versions, the original key of every tensor
+        (`source["keys"]["slots/<var>/<slot>"]`, `source["keys"]["extra/<name>"]`) and how
+        slots were attached to variables (`source["mapping"]`).
+    warnings: things a user must know (state a real version would drop, unproven mappings).
+    """
+
+    optimizer: str
+    generation: str
+    config: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    iterations: Optional[int] = None
+    variables: List[VariableSpec] = dataclasses.field(default_factory=list)
+    slots: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    warnings: List[str] = dataclasses.field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    # -- queries ------------------------------------------------------------------
+    def variable(self, name):
+        for v in self.variables:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    @property
+    def variable_names(self):
+        return [v.name for v in self.variables]
+
+    def slot_names(self):
+        """Canonical slot names present, in first-seen order."""
+        seen = []
+        for per_var in self.slots.values():
+            for name in per_var:
+                if name not in seen:
+                    seen.append(name)
+        return seen
+
+    def iter_tensors(self):
+        """Yield (kind, variable name or None, name, tensor) for every tensor, lazily."""
+        for var in self.variables:
+            for slot, value in self.slots.get(var.name, {}).items():
+                yield "slot", var.name, slot, value
+        for name, value in self.extra.items():
+            yield "extra", None, name, value
+
+    def key_of(self, var_name, slot):
+        """The tensor's key in the file it was read from, if recorded."""
+        keys = self.source.get("keys", {})
+        return keys.get("extra/%s" % slot) if var_name is None else keys.get("slots/%s/%s" % (var_name, slot))
+
+    def validate(self):
+        """Check the schema's structural rules; raise SchemaError listing every violation."""
+        problems = []
+        if self.generation not in GENERATIONS:
+            problems.append("generation %r is not one of %s" % (self.generation, ", ".join(GENERATIONS)))
+        if not self.optimizer or self.optimizer != self.optimizer.lower():
+            problems.append("optimizer must be a canonical lower-case name, got %r" % (self.optimizer,))
+        names = self.variable_names
+        if len(set(names)) != len(names):
+            problems.append("variable names are not unique")
+        for var_name in self.slots:
+            if var_name not in names:
+                problems.append("slots for unknown variable %r" % var_name)
+        if self.iterations is not None and int(self.iterations) < 0:
+            problems.append("iterations is negative (%d)" % self.iterations)
+        if problems:
+            raise SchemaError("invalid OptimizerState: " + "; ".join(problems))
+        return self
+
+    def materialized(self):
+        """A copy whose tensors are all numpy arrays."""
+        return dataclasses.replace(
+            self,
+            slots={v: {s: materialize(t) for s, t in per.items()} for v, per in self.slots.items()},
+            extra={k: materialize(t) for k, t in self.extra.items()},
+            variables=[dataclasses.replace(v) for v in self.variables],
+            config=dict(self.config), source=dict(self.source), warnings=list(self.warnings))
