@@ -1,0 +1,108 @@
+"""Attaching tensors read from a file to (model variable, canonical slot) names.
+
+Two ways, used by every adapter:
+  * `attach_positional`: the file has a positional list (2.11+ `_variables/N`, `.keras`
+    `optimizer/vars/N`, a v1 weight list). The generation's build order is replayed over the
+    model's variables (`spec.positional_layout`) and every shape is checked. Whether the
+    shapes *prove* the order (no two variables share a shape, so a permutation would show)
+    is recorded; an unproven order is a warning, a contradiction an error.
+  * `attach_named`: the file names each slot's variable (legacy h5 names, slot edges,
+    TF1 `<var>/Adam_1` keys); the caller resolves names, this checks shapes.
+"""
+
+from ..errors import MappingError
+from ..optimizers.spec import positional_layout
+from ..schema import VariableSpec, materialize
+
+
+def canonical_config(config):
+    """Keras config with the v1 spelling `lr` turned into `learning_rate`."""
+    config = dict(config or {})
+    if "lr" in config and "learning_rate" not in config:
+        config["learning_rate"] = config.pop("lr")
+    return config
+
+
+def strip_device_suffix(name):
+    """`hidden/kernel:0` -> `hidden/kernel`."""
+    head, sep, tail = name.rpartition(":")
+    return head if sep and tail.isdigit() else name
+
+
+def shapes_prove_order(variables):
+    """True when no two variables share a shape, so any mis-ordering would change a shape."""
+    shapes = [tuple(v.shape) for v in variables]
+    return len(set(shapes)) == len(shapes)
+
+
+def attach_positional(state, spec, generation, tensors, origin, prefix=True, what="optimizer variables"):
+    """Fill `state.slots` / `state.extra` from a positional list of (key, tensor).
+
+    `state.variables` and `state.config` must already be set. Raises MappingError with the
+    first disagreement when the count or a shape contradicts the replayed build order.
+    """
+    variables = state.variables
+    layout = positional_layout(spec, generation, state.config, [v.shape for v in variables],
+                               [v.dtype for v in variables], prefix=prefix)
+    if len(layout) != len(tensors):
+        raise MappingError(
+            "%s: %s %s over %d model variables should have %d %s, the file has %d; "
+            "pass the model's trainable variables (variables=..., CLI --variables) or the optimizer's config"
+            % (origin, generation, spec.name, len(variables), len(layout), what, len(tensors)))
+    problems = []
+    for i, (entry, (key, tensor)) in enumerate(zip(layout, tensors)):
+        shape = tuple(tensor.shape)
+        if shape != tuple(entry.shape):
+            where = ("%s of %s" % (entry.name, variables[entry.var_index].name)
+                     if entry.kind == "slot" else entry.name)
+            problems.append("position %d (%s) should be %s with shape %s, found %s"
+                            % (i, key, where, tuple(entry.shape), shape))
+    if problems:
+        raise MappingError("%s: the %s build order of %s does not fit the file: %s%s"
+                           % (origin, generation, spec.name, "; ".join(problems[:3]),
+                              " (and %d more)" % (len(problems) - 3) if len(problems) > 3 else ""))
+    keys = state.source.setdefault("keys", {})
+    for entry, (key, tensor) in zip(layout, tensors):
+        if entry.kind == "slot":
+            var = variables[entry.var_index].name
+            state.slots.setdefault(var, {})[entry.name] = tensor
+            keys["slots/%s/%s" % (var, entry.name)] = key
+        elif entry.name == "iterations":
+            state.iterations = int(materialize(tensor))
+            keys["iterations"] = key
+        else:
+            state.extra[entry.name] = tensor
+            keys["extra/%s" % entry.name] = key
+    proven = shapes_prove_order(variables)
+    state.source["mapping"] = {"method": "build_order", "proven_by_shapes": proven}
+    if not proven:
+        state.warnings.append(
+            "slots were attached by %s build order; some model variables share a shape, so the file "
+            "cannot prove the order: check that the variables are in the model's trainable order" % generation)
+    return state
+
+
+def attach_named(state, entries, origin):
+    """Fill slots from (variable name, canonical slot, key, tensor) with shape checks.
+
+    A slot whose shape differs from its variable's is kept (so `audit` can report it) and
+    recorded in `source["shape_mismatches"]`.
+    """
+    by_name = {v.name: v for v in state.variables}
+    keys = state.source.setdefault("keys", {})
+    for var_name, slot, key, tensor in entries:
+        if var_name not in by_name:
+            raise MappingError("%s: %s is a slot of %r, which is not a model variable in the file"
+                               % (origin, key, var_name))
+        if slot in state.slots.get(var_name, {}):
+            raise MappingError("%s: two tensors claim slot %r of %r (%s and %s)"
+                               % (origin, slot, var_name, keys.get("slots/%s/%s" % (var_name, slot)), key))
+        state.slots.setdefault(var_name, {})[slot] = tensor
+        keys["slots/%s/%s" % (var_name, slot)] = key
+    state.source.setdefault("mapping", {"method": "by_name", "proven_by_shapes": True})
+    return state
+
+
+def variables_from(pairs):
+    """[VariableSpec] from (name, shape, dtype) triples."""
+    return [VariableSpec(name, tuple(shape), dtype) for name, shape, dtype in pairs]
