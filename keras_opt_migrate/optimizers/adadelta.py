@@ -27,5 +27,6 @@ SPEC = AlgorithmSpec(
     class_names={"v1": ("Adadelta",), "v2": ("Adadelta",), "experimental": ("Adadelta",), "keras3": ("Adadelta",),
                  "tf1": ("AdadeltaOptimizer",)},
     slot_init={"accumulated_grad": 0.0, "accumulated_delta_var": 0.0},
+    nonnegative=("accumulated_grad", "accumulated_delta_var"),
     tf1_suffix=lambda c: ("accumulated_grad", "accumulated_delta_var"),
 )

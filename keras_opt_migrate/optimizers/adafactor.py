@@ -29,4 +29,5 @@ SPEC = AlgorithmSpec(
     class_names={"experimental": ("Adafactor",), "keras3": ("Adafactor",)},
     shape_rule=_shape,
     slot_init={"r": 0.0, "c": 0.0, "velocity": 0.0},
+    nonnegative=("r", "c", "velocity"),
 )

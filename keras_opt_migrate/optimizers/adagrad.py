@@ -18,6 +18,7 @@ SPEC = AlgorithmSpec(
     class_names={"v1": ("Adagrad",), "v2": ("Adagrad",), "experimental": ("Adagrad",), "keras3": ("Adagrad",),
                  "tf1": ("AdagradOptimizer",)},
     slot_init={"accumulator": "initial_accumulator_value"},
+    nonnegative=("accumulator",),
 )
 
 PROXIMAL_ADAGRAD_SPEC = AlgorithmSpec(
@@ -27,6 +28,7 @@ PROXIMAL_ADAGRAD_SPEC = AlgorithmSpec(
     layouts={"tf1": lambda c: []},
     class_names={"tf1": ("ProximalAdagradOptimizer",)},
     slot_init={"accumulator": "initial_accumulator_value"},
+    nonnegative=("accumulator",),
 )
 
 
@@ -47,4 +49,5 @@ CLIPPYADAGRAD_SPEC = AlgorithmSpec(
     class_names={"experimental": ("ClippyAdagrad", "Custom>ClippyAdagrad")},
     shape_rule=_clipping_shape,
     slot_init={"accumulator": "initial_accumulator_value", "clipping_factor": 1.0},
+    nonnegative=("accumulator", "clipping_factor"),
 )

@@ -49,6 +49,7 @@ SPEC = AlgorithmSpec(
     extras={"tf1": {"beta1_power": "beta1_power", "beta2_power": "beta2_power"}},
     shape_rule=_shape,
     slot_init={"momentum": 0.0, "velocity": 0.0, "velocity_hat": 0.0},
+    nonnegative=("velocity", "velocity_hat"),
     tf1_suffix=lambda c: ("momentum", "velocity"),
 )
 
@@ -59,6 +60,7 @@ ADAMW_SPEC = AlgorithmSpec(
     layouts={g: LAYOUTS[g] for g in ("experimental", "keras3")},
     class_names={"experimental": ("AdamW",), "keras3": ("AdamW",)},
     slot_init=SPEC.slot_init,
+    nonnegative=SPEC.nonnegative,
 )
 
 LAZYADAM_SPEC = AlgorithmSpec(
@@ -68,6 +70,7 @@ LAZYADAM_SPEC = AlgorithmSpec(
     layouts={"v2": lambda c: [slot_major("momentum", "velocity")]},
     class_names={"v2": ("LazyAdam", "Addons>LazyAdam")},
     slot_init={"momentum": 0.0, "velocity": 0.0},
+    nonnegative=("velocity",),
 )
 
 LAMB_SPEC = AlgorithmSpec(
@@ -77,4 +80,5 @@ LAMB_SPEC = AlgorithmSpec(
     layouts={"keras3": lambda c: [interleaved("momentum", "velocity")]},
     class_names={"keras3": ("Lamb",)},
     slot_init={"momentum": 0.0, "velocity": 0.0},
+    nonnegative=("velocity",),
 )

@@ -20,4 +20,5 @@ SPEC = AlgorithmSpec(
     },
     class_names={"v1": ("Adamax",), "v2": ("Adamax",), "experimental": ("Adamax",), "keras3": ("Adamax",)},
     slot_init={"momentum": 0.0, "norm": 0.0},
+    nonnegative=("norm",),
 )

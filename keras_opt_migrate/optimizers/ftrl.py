@@ -18,5 +18,6 @@ SPEC = AlgorithmSpec(
     | {"tf1": lambda c: []},
     class_names={"v2": ("Ftrl",), "experimental": ("Ftrl",), "keras3": ("Ftrl",), "tf1": ("FtrlOptimizer",)},
     slot_init={"accumulator": "initial_accumulator_value", "linear": 0.0},
+    nonnegative=("accumulator",),
     tf1_suffix=lambda c: ("accumulator", "linear"),
 )

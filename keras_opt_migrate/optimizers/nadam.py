@@ -25,4 +25,5 @@ SPEC = AlgorithmSpec(
     extras={"v1": {"m_schedule": "u_product"}, "v2": {"momentum_cache": "u_product"},
             "experimental": {"_u_product": "u_product"}, "keras3": {"u_product": "u_product"}},
     slot_init={"momentum": 0.0, "velocity": 0.0},
+    nonnegative=("velocity",),
 )

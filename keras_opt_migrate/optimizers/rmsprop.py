@@ -40,5 +40,6 @@ SPEC = AlgorithmSpec(
     class_names={"v1": ("RMSprop",), "v2": ("RMSprop",), "experimental": ("RMSprop",), "keras3": ("RMSprop",),
                  "tf1": ("RMSPropOptimizer",)},
     slot_init={"velocity": 0.0, "momentum": 0.0, "average_gradient": 0.0},
+    nonnegative=("velocity",),
     tf1_suffix=lambda c: ("velocity", "average_gradient", "momentum") if _centered(c) else ("velocity", "momentum"),
 )

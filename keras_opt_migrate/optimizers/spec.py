@@ -86,6 +86,8 @@ class AlgorithmSpec:
     class_names: generation -> class names that identify the algorithm in that generation.
     shape_rule: slot shapes (default: the variable's shape).
     slot_init: canonical slot -> initial value or config key holding it (for zero-init reports).
+    nonnegative: canonical slots that can never be negative in a healthy state (second
+        moments, accumulators); `audit` reports violations.
     tf1_suffix: canonical slot order that decides TF1 name-based `<var>/<Name>`, `_1`, `_2` keys;
         a function of the config because RMSProp's depends on `centered`.
     """
@@ -98,6 +100,7 @@ class AlgorithmSpec:
     extras: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
     shape_rule: ShapeRule = same_shape
     slot_init: Dict[str, object] = dataclasses.field(default_factory=dict)
+    nonnegative: Tuple[str, ...] = ()
     tf1_suffix: Optional[Callable[[Mapping], Tuple[str, ...]]] = None
     doc: str = ""
 
