@@ -1,0 +1,130 @@
+"""The `keras-opt-migrate` command: a thin shell over the library.
+
+Exit codes: 0 success; 1 `audit --strict` found something; 2 bad input (unreadable,
+corrupt or unsupported file, bad arguments), always as one line on stderr, no traceback.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
+PROG = "keras-opt-migrate"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line (its default prints usage too, which is fine)."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, "%s: error: %s\n" % (self.prog, message))
+
+
+def _parse_variables(text):
+    """--variables: a JSON file of [[name, shape, dtype?], ...] or 'name:5x4,name2:4'."""
+    if text is None:
+        return None
+    if os.path.isfile(text):
+        with open(text) as f:
+            data = json.load(f)
+        return [tuple(v) if isinstance(v, list) else (v["name"], v["shape"], v.get("dtype", "float32"))
+                for v in data]
+    out = []
+    for item in text.split(","):
+        name, _, dims = item.strip().rpartition(":")
+        if not name:
+            raise ValueError("--variables item %r is not NAME:SHAPE (e.g. dense/kernel:5x4)" % item)
+        shape = tuple(int(d) for d in dims.split("x")) if dims not in ("", "scalar") else ()
+        out.append((name, shape))
+    return out
+
+
+def _load_options(args):
+    config = json.loads(args.config) if getattr(args, "config", None) else None
+    return {"format": args.format, "optimizer": args.optimizer, "variables": _parse_variables(args.variables),
+            "config": config}
+
+
+def _add_load_options(p):
+    p.add_argument("--format", help="read as this format instead of detecting it")
+    p.add_argument("--optimizer", help="the algorithm, when the file cannot tell (e.g. adam vs adamax)")
+    p.add_argument("--variables", help="the model's trainable variables in order, for positional layouts: "
+                                       "a JSON file or NAME:SHAPE,... (e.g. hidden/kernel:5x4,hidden/bias:4)")
+    p.add_argument("--config", help="JSON object of hyperparameters the file lacks (e.g. '{\"amsgrad\": true}')")
+
+
+def cmd_inspect(args):
+    from . import load_state, report
+    desc = report.describe(load_state(args.path, **_load_options(args)))
+    print(json.dumps(desc, indent=1, sort_keys=True, default=str) if args.json else report.format_text(desc))
+    return EXIT_OK
+
+
+def cmd_audit(args):
+    from .audit import audit
+    result = audit(args.path, **_load_options(args))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1, sort_keys=True, default=str))
+    else:
+        print("%s: %s %s state, %d tensors checked, %d finding(s)"
+              % (result.path, result.generation, result.optimizer, result.tensors_checked, len(result.findings)))
+        for f in result.findings:
+            print("  " + str(f))
+    return EXIT_FINDINGS if (args.strict and result.findings) else EXIT_OK
+
+
+def build_parser():
+    parser = _Parser(prog=PROG, description="Inspect, audit and migrate Keras / TensorFlow optimizer state.")
+    parser.add_argument("--version", action="version", version="%(prog)s " + _version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("inspect", help="show what optimizer state a file holds (metadata only)")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_load_options(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("audit", help="check optimizer state for NaN/Inf, negative moments, missing slots, "
+                                     "iteration inconsistencies and state real versions would drop")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--strict", action="store_true", help="exit 1 when there is any finding")
+    _add_load_options(p)
+    p.set_defaults(func=cmd_audit)
+    return parser
+
+
+def _version():
+    from . import __version__
+    return __version__
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import KerasOptMigrateError
+    try:
+        return args.func(args)
+    except KerasOptMigrateError as e:
+        print("%s: error: %s" % (PROG, _one_line(e)), file=sys.stderr)
+    except (json.JSONDecodeError, ValueError) as e:
+        print("%s: error: bad argument: %s" % (PROG, _one_line(e)), file=sys.stderr)
+    except OSError as e:
+        print("%s: error: %s: %s" % (PROG, getattr(e, "filename", "") or args.path, e.strerror or e),
+              file=sys.stderr)
+    except KeyboardInterrupt:
+        print("%s: interrupted" % PROG, file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug of ours must still not spill a traceback over the user's terminal
+        if os.environ.get("KERAS_OPT_MIGRATE_DEBUG"):
+            raise
+        print("%s: error: %s: internal error %s: %s (set KERAS_OPT_MIGRATE_DEBUG=1 for a traceback)"
+              % (PROG, getattr(args, "path", ""), type(e).__name__, _one_line(e)), file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _one_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
