@@ -23,7 +23,9 @@ SPEC = AlgorithmSpec(
     },
     class_names={"v1": ("Nadam",), "v2": ("Nadam",), "experimental": ("Nadam",), "keras3": ("Nadam",)},
     extras={"v1": {"m_schedule": "u_product"}, "v2": {"momentum_cache": "u_product"},
-            "experimental": {"_u_product": "u_product"}, "keras3": {"u_product": "u_product"}},
+            "experimental": {"_u_product": "u_product"},
+            # Keras 3 creates it unnamed: its path is `nadam/variable` (h5 `weight_names`).
+            "keras3": {"u_product": "u_product", "variable": "u_product"}},
     slot_init={"momentum": 0.0, "velocity": 0.0},
     nonnegative=("velocity",),
 )

@@ -1,12 +1,12 @@
 """The algorithm registry: canonical names, aliases and class-name lookup."""
 
 from ..errors import UnknownOptimizerError
-from . import adadelta, adafactor, adagrad, adam, adamax, ftrl, lion, momentum, nadam, rmsprop, sgd
+from . import adadelta, adafactor, adagrad, adam, adamax, ftrl, lion, momentum, muon, nadam, rmsprop, sgd
 
 SPECS = {s.name: s for s in (
     sgd.SPEC, adam.SPEC, adam.ADAMW_SPEC, adam.LAZYADAM_SPEC, adam.LAMB_SPEC, nadam.SPEC, adamax.SPEC,
     adagrad.SPEC, adagrad.PROXIMAL_ADAGRAD_SPEC, adagrad.CLIPPYADAGRAD_SPEC, adadelta.SPEC, rmsprop.SPEC,
-    ftrl.SPEC, lion.SPEC, adafactor.SPEC, momentum.SPEC, momentum.PROXIMAL_GRADIENT_DESCENT_SPEC,
+    ftrl.SPEC, lion.SPEC, adafactor.SPEC, muon.SPEC, momentum.SPEC, momentum.PROXIMAL_GRADIENT_DESCENT_SPEC,
 )}
 
 # Spellings users and files use for the same algorithm.
