@@ -29,4 +29,6 @@ SPEC = AlgorithmSpec(
     slot_init={"accumulated_grad": 0.0, "accumulated_delta_var": 0.0},
     nonnegative=("accumulated_grad", "accumulated_delta_var"),
     tf1_suffix=lambda c: ("accumulated_grad", "accumulated_delta_var"),
+    tracked={g: {"_accumulated_grads": "accumulated_grad", "_accumulated_delta_vars": "accumulated_delta_var"}
+             for g in ("experimental", "keras3")},
 )

@@ -30,4 +30,5 @@ SPEC = AlgorithmSpec(
     shape_rule=_shape,
     slot_init={"r": 0.0, "c": 0.0, "velocity": 0.0},
     nonnegative=("r", "c", "velocity"),
+    tracked={g: {"_r": "r", "_c": "c", "_v": "velocity"} for g in ("experimental", "keras3")},
 )

@@ -19,6 +19,7 @@ SPEC = AlgorithmSpec(
                  "tf1": ("AdagradOptimizer",)},
     slot_init={"accumulator": "initial_accumulator_value"},
     nonnegative=("accumulator",),
+    tracked={g: {"_accumulators": "accumulator"} for g in ("experimental", "keras3")},
 )
 
 PROXIMAL_ADAGRAD_SPEC = AlgorithmSpec(
@@ -50,4 +51,5 @@ CLIPPYADAGRAD_SPEC = AlgorithmSpec(
     shape_rule=_clipping_shape,
     slot_init={"accumulator": "initial_accumulator_value", "clipping_factor": 1.0},
     nonnegative=("accumulator", "clipping_factor"),
+    tracked={"experimental": {"_accumulators": "accumulator", "clipping_factors": "clipping_factor"}},
 )

@@ -51,6 +51,8 @@ SPEC = AlgorithmSpec(
     slot_init={"momentum": 0.0, "velocity": 0.0, "velocity_hat": 0.0},
     nonnegative=("velocity", "velocity_hat"),
     tf1_suffix=lambda c: ("momentum", "velocity"),
+    tracked={g: {"_momentums": "momentum", "_velocities": "velocity", "_velocity_hats": "velocity_hat"}
+             for g in ("experimental", "keras3")},
 )
 
 ADAMW_SPEC = AlgorithmSpec(
@@ -61,6 +63,7 @@ ADAMW_SPEC = AlgorithmSpec(
     class_names={"experimental": ("AdamW",), "keras3": ("AdamW",)},
     slot_init=SPEC.slot_init,
     nonnegative=SPEC.nonnegative,
+    tracked=SPEC.tracked,
 )
 
 LAZYADAM_SPEC = AlgorithmSpec(
@@ -81,4 +84,5 @@ LAMB_SPEC = AlgorithmSpec(
     class_names={"keras3": ("Lamb",)},
     slot_init={"momentum": 0.0, "velocity": 0.0},
     nonnegative=("velocity",),
+    tracked={"keras3": {"_momentums": "momentum", "_velocities": "velocity"}},
 )

@@ -21,4 +21,5 @@ SPEC = AlgorithmSpec(
     class_names={"v1": ("Adamax",), "v2": ("Adamax",), "experimental": ("Adamax",), "keras3": ("Adamax",)},
     slot_init={"momentum": 0.0, "norm": 0.0},
     nonnegative=("norm",),
+    tracked={g: {"_m": "momentum", "_u": "norm"} for g in ("experimental", "keras3")},
 )

@@ -20,4 +20,5 @@ SPEC = AlgorithmSpec(
     slot_init={"accumulator": "initial_accumulator_value", "linear": 0.0},
     nonnegative=("accumulator",),
     tf1_suffix=lambda c: ("accumulator", "linear"),
+    tracked={g: {"_accumulators": "accumulator", "_linears": "linear"} for g in ("experimental", "keras3")},
 )

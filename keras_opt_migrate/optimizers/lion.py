@@ -9,4 +9,6 @@ SPEC = AlgorithmSpec(
     layouts={"experimental": lambda c: [slot_major("momentum")], "keras3": lambda c: [slot_major("momentum")]},
     class_names={"experimental": ("Lion",), "keras3": ("Lion",)},
     slot_init={"momentum": 0.0},
+    # tf_keras Lion tracks `momentums` like SGD; Keras 3 Lion uses `_momentums`.
+    tracked={"experimental": {"momentums": "momentum"}, "keras3": {"_momentums": "momentum"}},
 )

@@ -27,4 +27,5 @@ SPEC = AlgorithmSpec(
     shape_rule=_shape,
     slot_init={"momentum": 0.0, "velocity": 0.0},
     nonnegative=("velocity",),
+    tracked={"keras3": {"momentums": "momentum", "adam_velocities": "velocity"}},
 )

@@ -28,4 +28,5 @@ SPEC = AlgorithmSpec(
             "keras3": {"u_product": "u_product", "variable": "u_product"}},
     slot_init={"momentum": 0.0, "velocity": 0.0},
     nonnegative=("velocity",),
+    tracked={g: {"_momentums": "momentum", "_velocities": "velocity"} for g in ("experimental", "keras3")},
 )

@@ -42,4 +42,6 @@ SPEC = AlgorithmSpec(
     slot_init={"velocity": 0.0, "momentum": 0.0, "average_gradient": 0.0},
     nonnegative=("velocity",),
     tf1_suffix=lambda c: ("velocity", "average_gradient", "momentum") if _centered(c) else ("velocity", "momentum"),
+    tracked={g: {"_velocities": "velocity", "_momentums": "momentum", "_average_gradients": "average_gradient"}
+             for g in ("experimental", "keras3")},
 )

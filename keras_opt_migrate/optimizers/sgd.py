@@ -28,4 +28,5 @@ SPEC = AlgorithmSpec(
     class_names={"v1": ("SGD",), "v2": ("SGD",), "experimental": ("SGD",), "keras3": ("SGD",),
                  "tf1": ("GradientDescentOptimizer",)},
     slot_init={"momentum": 0.0},
+    tracked={"experimental": {"momentums": "momentum"}, "keras3": {"momentums": "momentum"}},
 )

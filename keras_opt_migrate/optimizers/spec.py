@@ -88,6 +88,10 @@ class AlgorithmSpec:
     slot_init: canonical slot -> initial value or config key holding it (for zero-init reports).
     nonnegative: canonical slots that can never be negative in a healthy state (second
         moments, accumulators); `audit` reports violations.
+    tracked: generation -> {attribute list on the optimizer object -> canonical slot}: how the
+        2.11+ and Keras 3 optimizers track each slot list (`_momentums`, `momentums`, `_m`);
+        the object graph of a TF checkpoint shows these names, and they are what tells the
+        algorithm apart there (the positional `_variables/N` keys carry no slot names).
     tf1_suffix: canonical slot order that decides TF1 name-based `<var>/<Name>`, `_1`, `_2` keys;
         a function of the config because RMSProp's depends on `centered`.
     """
@@ -101,6 +105,7 @@ class AlgorithmSpec:
     shape_rule: ShapeRule = same_shape
     slot_init: Dict[str, object] = dataclasses.field(default_factory=dict)
     nonnegative: Tuple[str, ...] = ()
+    tracked: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
     tf1_suffix: Optional[Callable[[Mapping], Tuple[str, ...]]] = None
     doc: str = ""
 
@@ -138,6 +143,42 @@ def has_schedule(config):
     """True when the config's learning rate is a serialized schedule or callable."""
     lr = config.get("learning_rate", config.get("lr"))
     return isinstance(lr, dict)
+
+
+# Slot lists the 2.11+ and Keras 3 base optimizers keep for every algorithm (see `tracked`).
+GENERIC_TRACKED = {"_model_variables_moving_average": "average", "_accumulated_gradients": "gradient_accumulator"}
+
+# Every config flag a layout's `when` reads, set to a value that turns its slots on. Probing
+# layouts with and without them tells which slots an algorithm always keeps and which it may.
+LAYOUT_FLAGS = {"amsgrad": True, "centered": True, "momentum": 0.5, "export_clipping_factors": True}
+
+_PROBE_SHAPES = [(2, 3), (3,)]  # one matrix, one vector: rank-dependent slots (Adafactor, Muon) show up
+
+
+def _probe_slots(spec, generation, config):
+    if generation == "tf1":
+        return set(spec.tf1_suffix(config) if spec.tf1_suffix else spec.names.get("tf1", {}))
+    return {e.name for e in positional_layout(spec, generation, config, _PROBE_SHAPES, prefix=False)
+            if e.kind == "slot"}
+
+
+def flag_configs(base=None):
+    """Configs over every on/off combination of `LAYOUT_FLAGS` (flags in `base` stay fixed)."""
+    base = dict(base or {})
+    free = [k for k in LAYOUT_FLAGS if k not in base]
+    out = []
+    for bits in range(2 ** len(free)):
+        config = dict(base)
+        for i, key in enumerate(free):
+            config[key] = LAYOUT_FLAGS[key] if bits >> i & 1 else (0.0 if key == "momentum" else False)
+        out.append(config)
+    return out
+
+
+def slot_sets(spec, generation):
+    """(slots kept for every config, slots kept for some config) of a generation, canonical names."""
+    sets = [_probe_slots(spec, generation, c) for c in flag_configs()]
+    return set.intersection(*sets), set.union(*sets)
 
 
 def generic_prefix(generation, config):
