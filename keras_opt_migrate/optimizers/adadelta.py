@@ -24,6 +24,7 @@ SPEC = AlgorithmSpec(
         "keras3": lambda c: [interleaved("accumulated_grad", "accumulated_delta_var")],
         "tf1": lambda c: [],
     },
+    update_rules={g: "adadelta" for g in ("v1", "v2", "experimental", "keras3", "tf1")},
     class_names={"v1": ("Adadelta",), "v2": ("Adadelta",), "experimental": ("Adadelta",), "keras3": ("Adadelta",),
                  "tf1": ("AdadeltaOptimizer",)},
     slot_init={"accumulated_grad": 0.0, "accumulated_delta_var": 0.0},

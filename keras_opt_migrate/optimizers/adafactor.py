@@ -26,6 +26,7 @@ SPEC = AlgorithmSpec(
            "keras3": {"r": "r", "c": "c", "velocity": "velocity"}},
     layouts={"experimental": lambda c: [interleaved("r", "c", "velocity")],
              "keras3": lambda c: [interleaved("r", "c", "velocity")]},
+    update_rules={"experimental": "adafactor", "keras3": "adafactor"},
     class_names={"experimental": ("Adafactor",), "keras3": ("Adafactor",)},
     shape_rule=_shape,
     slot_init={"r": 0.0, "c": 0.0, "velocity": 0.0},

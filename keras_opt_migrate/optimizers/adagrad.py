@@ -15,6 +15,13 @@ SPEC = AlgorithmSpec(
            "experimental": {"accumulator": "accumulator"}, "keras3": {"accumulator": "accumulator"},
            "tf1": {"accumulator": "accumulator"}},
     layouts={g: (lambda c: [slot_major("accumulator")]) for g in ("v1", "v2", "experimental", "keras3", "tf1")},
+    # Keras v1 and v2 (ResourceApplyAdagradV2) divide by sqrt(acc) + eps; the 2.11+ optimizer and
+    # Keras 3 by sqrt(acc + eps); TF1 AdagradOptimizer has no epsilon at all.
+    update_rules={"v1": "eps-outside", "v2": "eps-outside", "experimental": "eps-inside",
+                  "keras3": "eps-inside", "tf1": "no-eps"},
+    rule_notes={"eps-outside": "divides by sqrt(accumulator) + epsilon",
+                "eps-inside": "divides by sqrt(accumulator + epsilon)",
+                "no-eps": "divides by sqrt(accumulator), without epsilon"},
     class_names={"v1": ("Adagrad",), "v2": ("Adagrad",), "experimental": ("Adagrad",), "keras3": ("Adagrad",),
                  "tf1": ("AdagradOptimizer",)},
     slot_init={"accumulator": "initial_accumulator_value"},

@@ -18,6 +18,7 @@ SPEC = AlgorithmSpec(
         "experimental": lambda c: [interleaved("momentum", "norm")],
         "keras3": lambda c: [interleaved("momentum", "norm")],
     },
+    update_rules={g: "adamax" for g in ("v1", "v2", "experimental", "keras3")},
     class_names={"v1": ("Adamax",), "v2": ("Adamax",), "experimental": ("Adamax",), "keras3": ("Adamax",)},
     slot_init={"momentum": 0.0, "norm": 0.0},
     nonnegative=("norm",),

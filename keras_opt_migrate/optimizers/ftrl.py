@@ -16,6 +16,7 @@ SPEC = AlgorithmSpec(
            "tf1": {"accumulator": "accum", "linear": "linear"}},
     layouts={g: (lambda c: [interleaved("accumulator", "linear")]) for g in ("v2", "experimental", "keras3")}
     | {"tf1": lambda c: []},
+    update_rules={g: "ftrl" for g in ("v2", "experimental", "keras3", "tf1")},
     class_names={"v2": ("Ftrl",), "experimental": ("Ftrl",), "keras3": ("Ftrl",), "tf1": ("FtrlOptimizer",)},
     slot_init={"accumulator": "initial_accumulator_value", "linear": 0.0},
     nonnegative=("accumulator",),

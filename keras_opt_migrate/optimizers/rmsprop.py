@@ -37,6 +37,14 @@ SPEC = AlgorithmSpec(
                              slot_major("average_gradient", when=_centered)],
         "tf1": lambda c: [],
     },
+    # v2 runs ResourceApplyRMSProp (epsilon inside the sqrt) only with momentum or centered, and
+    # otherwise divides by sqrt(ms) + eps, as Keras v1 does; 2.11+, Keras 3 and TF1 (which always
+    # uses the momentum kernel) put epsilon inside.
+    update_rules={"v1": "eps-outside",
+                  "v2": lambda c: "eps-inside" if (_momentum(c) or _centered(c)) else "eps-outside",
+                  "experimental": "eps-inside", "keras3": "eps-inside", "tf1": "eps-inside"},
+    rule_notes={"eps-outside": "divides by sqrt(mean square) + epsilon",
+                "eps-inside": "divides by sqrt(mean square + epsilon)"},
     class_names={"v1": ("RMSprop",), "v2": ("RMSprop",), "experimental": ("RMSprop",), "keras3": ("RMSprop",),
                  "tf1": ("RMSPropOptimizer",)},
     slot_init={"velocity": 0.0, "momentum": 0.0, "average_gradient": 0.0},

@@ -92,6 +92,10 @@ class AlgorithmSpec:
         2.11+ and Keras 3 optimizers track each slot list (`_momentums`, `momentums`, `_m`);
         the object graph of a TF checkpoint shows these names, and they are what tells the
         algorithm apart there (the positional `_variables/N` keys carry no slot names).
+    update_rules: generation -> label of the update rule that generation applies (or a function
+        of the config returning it). Generations with the same label continue a trajectory the
+        same way (up to float rounding); `rule_notes[label]` says how a rule differs, for the
+        conversion report.
     tf1_suffix: canonical slot order that decides TF1 name-based `<var>/<Name>`, `_1`, `_2` keys;
         a function of the config because RMSProp's depends on `centered`.
     """
@@ -106,12 +110,19 @@ class AlgorithmSpec:
     slot_init: Dict[str, object] = dataclasses.field(default_factory=dict)
     nonnegative: Tuple[str, ...] = ()
     tracked: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
+    update_rules: Dict[str, object] = dataclasses.field(default_factory=dict)
+    rule_notes: Dict[str, str] = dataclasses.field(default_factory=dict)
     tf1_suffix: Optional[Callable[[Mapping], Tuple[str, ...]]] = None
     doc: str = ""
 
     @property
     def generations(self):
         return tuple(g for g in GENERATIONS if g in self.names)
+
+    def update_rule(self, generation, config):
+        """The label of the update rule `generation` applies with `config` (None if unknown)."""
+        rule = self.update_rules.get(generation)
+        return rule(config) if callable(rule) else rule
 
     def slot_name(self, generation, canonical):
         return self.names[generation][canonical]
