@@ -1,0 +1,351 @@
+"""Keras `.keras` zip archives and Keras 3 `.weights.h5` files.
+
+An archive holds `metadata.json` (`keras_version`), `config.json` (the model config, with
+`compile_config.optimizer`) and `model.weights.h5`, the same HDF5 layout a Keras 3
+`save_weights('x.weights.h5')` writes (LAYOUTS.md §1.4, §2.4, §2.5, §3.2):
+  layers/<snake_case class name>[_N]/vars/0..K   a layer's variables, trainable first
+  optimizer/vars/0..N                           the optimizer's `variables`, positional
+  optimizer/inner_optimizer/vars/...            LossScaleOptimizer's inner optimizer
+                                                (Keras 2.12: optimizer/_optimizer/vars)
+Nothing links a slot to its variable: the generation's build order is replayed.
+Legacy (v2) optimizers are not saved at all; that reads as a state with no slots and a warning.
+
+The archive is read member by member with `zipfile`; the weights file is opened from the
+zip by h5py without extracting anything. No Keras object is deserialized.
+"""
+
+import contextlib
+import json
+import re
+import zipfile
+
+import h5py
+
+from ..errors import FormatError, KerasOptMigrateError, MappingError, UnsupportedFormatError
+from ..schema import OptimizerState, VariableSpec
+from . import keras_common as kc
+from .base import MAX_JSON_BYTES, Format, is_hdf5, is_zip
+from .hdf5 import KERAS3_LSO_VARIABLES, report_missing
+from .mapping import attach_positional
+
+CONFIG = "config.json"
+METADATA = "metadata.json"
+WEIGHTS = "model.weights.h5"
+MAX_WEIGHTS_BYTES = 1 << 40  # 1 TiB: a declared size above this is refused as hostile
+INNER_GROUPS = ("optimizer/inner_optimizer/vars", "optimizer/_optimizer/vars")
+DROPPED = "the file holds no optimizer state: Keras dropped it on save"
+
+
+# -- the zip container -------------------------------------------------------------------
+
+def _unsafe(name):
+    parts = re.split(r"[/\\]", name)
+    return name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts
+
+
+@contextlib.contextmanager
+def open_archive(path):
+    """The ZipFile, after checking every member name is relative and stays inside the archive."""
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise FormatError(path, "not a readable zip archive (%s)" % e) from e
+    with z:
+        for info in z.infolist():
+            if _unsafe(info.filename):
+                raise FormatError(path, "unsafe member name %r (absolute or with '..'); refusing the archive"
+                                  % info.filename)
+        yield z
+
+
+def _member(z, name, path, limit):
+    try:
+        info = z.getinfo(name)
+    except KeyError:
+        raise FormatError(path, "the archive has no %s (members: %s)" % (name, ", ".join(z.namelist()[:10])))
+    if info.file_size > limit:
+        raise FormatError(path, "%s declares %d bytes, more than the %d allowed" % (name, info.file_size, limit))
+    return info
+
+
+def _json_member(z, name, path):
+    info = _member(z, name, path, MAX_JSON_BYTES)
+    try:
+        with z.open(info) as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+        return json.loads(data.decode("utf8"))
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise FormatError(path, "cannot read %s from the archive (%s)" % (name, e)) from e
+    except ValueError as e:
+        raise FormatError(path, "%s is not valid JSON (%s)" % (name, e)) from e
+
+
+@contextlib.contextmanager
+def open_weights(path):
+    """h5py.File of the archive's model.weights.h5, read straight from the zip."""
+    with open_archive(path) as z:
+        info = _member(z, WEIGHTS, path, MAX_WEIGHTS_BYTES)
+        try:
+            with z.open(info) as raw:
+                with h5py.File(raw, "r") as f:
+                    yield f
+        except (zipfile.BadZipFile, EOFError) as e:
+            raise FormatError(path, "cannot read %s from the archive (%s)" % (WEIGHTS, e)) from e
+        except OSError as e:
+            raise FormatError(path, "%s is not a readable HDF5 file (%s)" % (WEIGHTS, str(e).splitlines()[0])) from e
+
+
+# -- the weights file ------------------------------------------------------------------
+
+def numbered(group, path):
+    """The datasets `0..N-1` of a `vars` group in numeric order (h5py lists 0, 1, 10, 2, ...)."""
+    names = list(group.keys())
+    if not all(n.isdigit() for n in names) or sorted(int(n) for n in names) != list(range(len(names))):
+        raise FormatError(path, "%s should hold datasets named 0..%d, found %s" % (group.name, len(names) - 1, names[:12]))
+    return [kc.h5_node(group, str(i), path, h5py.Dataset) for i in range(len(names))]
+
+
+def _layer_vars(group, path):
+    """A layer group's own `vars` datasets (empty when it has none)."""
+    if not kc.h5_has(group, "vars"):
+        return [], None
+    vars_group = kc.h5_node(group, "vars", path, h5py.Group)
+    name = vars_group.attrs.get("name")
+    return numbered(vars_group, path), (kc._text(name) if name is not None else None)
+
+
+def variables_from_config(f, layers, path, warnings, prefix="layers"):
+    """[(VariableSpec, dataset)] of the trainable variables, walking config layers in order.
+
+    Keras names each layer's group after its class (`dense`, `dense_1`, ...) counted in
+    `model.layers` order; Keras 3 also records the layer's own name in `vars.attrs['name']`.
+    """
+    out, used = [], {}
+    for layer in layers:
+        snake = kc.to_snake_case(kc._bare(layer.class_name))
+        group_name = snake if snake not in used else "%s_%d" % (snake, used[snake] + 1)
+        used[snake] = used.get(snake, -1) + 1
+        where = "%s/%s" % (prefix, group_name)
+        if not kc.h5_has(f, where):
+            continue  # layers without variables may have no group
+        group = kc.h5_node(f, where, path, h5py.Group)
+        datasets, recorded = _layer_vars(group, path)
+        if recorded is not None and recorded != layer.name:
+            raise FormatError(path, "%s records layer %r, the config's layer in that place is %r"
+                              % (where, recorded, layer.name))
+        if layer.layers and kc.h5_has(group, "layers"):
+            out.extend(variables_from_config(f, layer.layers, path, warnings, where + "/layers"))
+        if datasets:
+            out.extend(_name_layer_vars(layer, datasets, warnings))
+    return out
+
+
+def _name_layer_vars(layer, datasets, warnings):
+    known = kc.known_weights(layer.class_name, layer.config)
+    if known is not None and len(known) == len(datasets):
+        named = [("%s/%s" % (layer.name, n), t) for n, t in known]
+    else:
+        warnings.append("layer %s (class %s): cannot prove which of its %d variables are trainable or what they "
+                        "are called; assumed all trainable, named %s/vars/<k>" % (layer.name, layer.class_name,
+                                                                               len(datasets), layer.name))
+        named = [("%s/vars/%d" % (layer.name, k), True) for k in range(len(datasets))]
+    if not layer.trainable:
+        return []
+    return [(VariableSpec(n, ds.shape, ds.dtype), ds) for (n, t), ds in zip(named, datasets) if t]
+
+
+def variables_without_config(f, path, warnings):
+    """Variables of a `.weights.h5` (no config): layer groups in storage order, all assumed trainable."""
+    if not kc.h5_has(f, "layers"):
+        return []
+    found = []
+    for group_name in f["layers"]:
+        group = kc.h5_node(f, "layers/" + group_name, path, h5py.Group)
+        datasets, recorded = _layer_vars(group, path)
+        if not datasets:
+            continue
+        offsets = [ds.id.get_offset() for ds in datasets]
+        order = min([o for o in offsets if o is not None], default=float("inf"))
+        layer_name = recorded or group_name
+        cls = {"dense": "Dense", "embedding": "Embedding"}.get(re.sub(r"_\d+$", "", group_name))
+        layer = kc.LayerInfo(layer_name, cls or group_name, {}, True)
+        found.append((order, group_name, _name_layer_vars(layer, datasets, [])))
+    found.sort(key=lambda x: (x[0], x[1]))
+    warnings.append("a weights file has no model config: the layer order (%s) was inferred from where Keras "
+                    "stored them, and every variable is assumed trainable; pass variables=... (CLI --variables) "
+                    "to be certain" % ", ".join(g for _, g, _ in found))
+    return [v for _, _, vs in found for v in vs]
+
+
+def optimizer_lists(f, info, path):
+    """(outer datasets, inner datasets or None) of the optimizer group."""
+    outer = numbered(kc.h5_node(f, "optimizer/vars", path, h5py.Group), path)
+    inner = None
+    for name in INNER_GROUPS:
+        if kc.h5_has(f, name):
+            inner = numbered(kc.h5_node(f, name, path, h5py.Group), path)
+    return outer, inner
+
+
+def read_weights_file(f, path, info, variables, opener, prefix, warnings):
+    """OptimizerState from an open weights file given the resolved optimizer and variables."""
+    state = OptimizerState(optimizer=info.spec.name, generation=info.generation, config=info.config,
+                           variables=[v for v, _ in variables], warnings=warnings)
+    state.source["variable_keys"] = {v.name: prefix + ds.name.lstrip("/") for v, ds in variables}
+    if info.wrapper:
+        state.source["wrapper"] = {"class_name": info.wrapper, "config": info.wrapper_config}
+    if not kc.h5_has(f, "optimizer/vars"):
+        if info.generation == "v2":
+            state.warnings.insert(0, DROPPED + " (Keras does not save legacy %s optimizers in .keras files; "
+                                  "use the .h5 or TF checkpoint)" % info.class_name)
+        else:
+            state.warnings.insert(0, "the file holds no optimizer state (no optimizer/vars): the optimizer was "
+                                  "never built or not saved")
+        state.source["missing"] = ["optimizer"]
+        return state
+    if info.generation in ("v1", "v2"):
+        raise FormatError(path, "optimizer/vars exists but the config names a %s optimizer, which Keras never "
+                          "saves this way" % info.generation)
+    outer, inner = optimizer_lists(f, info, path)
+    datasets = outer
+    if info.wrapper:
+        if inner is None:
+            raise FormatError(path, "%s without its inner optimizer's variables" % info.wrapper)
+        skip = len(KERAS3_LSO_VARIABLES) if info.generation == "keras3" else 0
+        if [d.shape for d in outer[skip:]] != [d.shape for d in inner]:
+            raise FormatError(path, "optimizer/vars and the inner optimizer's vars should hold the same %d "
+                              "variables; their shapes differ" % len(inner))
+        for (_, canonical), ds in zip(KERAS3_LSO_VARIABLES[:skip], outer[:skip]):
+            if ds.shape != ():
+                raise FormatError(path, "%s should be a scalar (%s)" % (ds.name, canonical))
+            state.extra[canonical] = kc.lazy_dataset(ds, opener, path, ds.name)
+            state.source.setdefault("keys", {})["extra/%s" % canonical] = prefix + ds.name.lstrip("/")
+        datasets = inner
+    tensors = [(prefix + ds.name.lstrip("/"), kc.lazy_dataset(ds, opener, path, ds.name)) for ds in datasets]
+    try:
+        attach_positional(state, info.spec, info.generation, tensors, "optimizer/vars")
+    except MappingError as e:
+        raise FormatError(path, str(e)) from e
+    kc.accumulation_iterations(state)
+    report_missing(state, info, "a .keras / .weights.h5 file")
+    return state
+
+
+# -- the adapters ------------------------------------------------------------------------
+
+class KerasArchiveFormat(Format):
+    name = "keras_archive"
+    description = "Keras .keras zip archive (config.json, metadata.json, model.weights.h5)"
+
+    def validate(self, path):
+        if not is_zip(path):
+            return False
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+        return CONFIG in names and (WEIGHTS in names or METADATA in names)
+
+    def read(self, path, optimizer=None, variables=None, config=None, **options):
+        path = str(path)
+        try:
+            with open_archive(path) as z:
+                metadata = _json_member(z, METADATA, path) if METADATA in z.namelist() else {}
+                model_config = _json_member(z, CONFIG, path)
+                if "model.weights.npz" in z.namelist() and WEIGHTS not in z.namelist():
+                    raise UnsupportedFormatError(path, "weights stored as model.weights.npz are not supported yet")
+            if not isinstance(model_config, dict) or not isinstance(metadata, dict):
+                raise FormatError(path, "config.json and metadata.json must hold JSON objects")
+            keras_version = metadata.get("keras_version")
+            compile_config = model_config.get("compile_config") or {}
+            entry = compile_config.get("optimizer") if isinstance(compile_config, dict) else None
+            warnings = []
+            if entry is not None:
+                info = kc.resolve_optimizer(entry, keras_version, path, optimizer, config)
+            else:
+                info = kc.info_from_hint(optimizer, "keras3" if kc.keras_major(keras_version) == 3 else "experimental",
+                                         config, path)
+                warnings.append("config.json has no compiled optimizer; optimizer=%r was used" % optimizer)
+            layers = kc.model_layers(model_config, path)
+            with open_weights(path) as f:
+                found = variables_from_config(f, layers, path, warnings)
+                found = _apply_hint(found, variables, warnings)
+                state = read_weights_file(f, path, info, found, lambda: open_weights(path), WEIGHTS + ":", warnings)
+        except MappingError as e:
+            raise FormatError(path, str(e)) from e
+        except (OSError, KeyError, ValueError, TypeError) as e:
+            if isinstance(e, KerasOptMigrateError):
+                raise
+            raise FormatError(path, "malformed .keras archive (%s)" % str(e).splitlines()[0]) from e
+        state.source.update({"format": self.name, "path": path, "container": "zip", "member": WEIGHTS,
+                             "keras_version": keras_version, "class_name": info.class_name})
+        return state
+
+
+class KerasWeightsFormat(Format):
+    name = "keras_weights_h5"
+    description = "Keras 3 weights file (.weights.h5: layers/*/vars, optimizer/vars; needs optimizer=...)"
+
+    def validate(self, path):
+        if not is_hdf5(path):
+            return False
+        try:
+            with h5py.File(path, "r") as f:
+                return "model_weights" not in f and ("optimizer" in f or "layers" in f)
+        except OSError:
+            return False
+
+    def read(self, path, optimizer=None, variables=None, config=None, **options):
+        path = str(path)
+        try:
+            with kc.open_h5(path) as f:
+                generation = _weights_generation(f, path, optimizer, config, variables)
+                if not optimizer:
+                    raise MappingError(
+                        "%s: a .weights.h5 file does not say which optimizer wrote its state; pass "
+                        "optimizer=<algorithm> (CLI --optimizer), e.g. optimizer='adam'" % path)
+                info = kc.info_from_hint(optimizer, generation, config, path)
+                if any(kc.h5_has(f, g) for g in INNER_GROUPS):  # a loss-scale wrapper around `optimizer`
+                    info.wrapper = "LossScaleOptimizer" if generation == "keras3" else "LossScaleOptimizerV3"
+                warnings = []
+                found = _apply_hint(variables_without_config(f, path, warnings), variables, warnings)
+                state = read_weights_file(f, path, info, found, lambda: kc.open_h5(path), "", warnings)
+        except MappingError as e:
+            raise FormatError(path, str(e).replace(path + ": ", "")) from e
+        except (OSError, KeyError, ValueError, TypeError) as e:
+            if isinstance(e, KerasOptMigrateError):
+                raise
+            raise FormatError(path, "malformed .weights.h5 file (%s)" % str(e).splitlines()[0]) from e
+        state.source.update({"format": self.name, "path": path, "container": "hdf5"})
+        return state
+
+
+def _weights_generation(f, path, optimizer, config, variables):
+    """Keras 3 (`vars` groups carry a `name` attribute, learning_rate at vars/1) or Keras 2."""
+    if kc.h5_has(f, "optimizer/vars"):
+        named = "name" in kc.h5_node(f, "optimizer/vars", path, h5py.Group).attrs
+        if named:
+            return "keras3"
+    if (config or {}).get("generation") in ("keras3", "experimental"):
+        return config["generation"]
+    return "keras3"
+
+
+def _apply_hint(found, hint, warnings):
+    if hint is None:
+        return found
+    if [v.shape for v, _ in found] != [v.shape for v in hint]:
+        warnings.append("variables=... differs from the file's trainable variables %s; using variables=..."
+                        % [v.name for v, _ in found])
+        return [(v, _NoDataset(v.name)) for v in hint]
+    return [(h, ds) for h, (_, ds) in zip(hint, found)]
+
+
+class _NoDataset:
+    def __init__(self, name):
+        self.name = "(hint) " + name
+
+
+FORMAT = KerasArchiveFormat()
+WEIGHTS_FORMAT = KerasWeightsFormat()
