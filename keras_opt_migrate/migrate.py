@@ -1,0 +1,460 @@
+"""Generation <-> generation conversion, through the schema and never pairwise.
+
+`migrate(state, to)` returns the same training state as the target generation keeps it,
+plus a `ConversionReport` that says, for every tensor and counter, whether it was mapped
+as is, renamed, derived from other state, dropped or zero-initialised, and whether the
+target's update rule continues the trajectory exactly, within float rounding, or
+differently (and why). Anything that cannot be carried with certainty is an error unless
+the caller asks for a partial conversion (`partial=True`).
+
+Slots are already canonical in an `OptimizerState`, so most of a conversion is deciding
+what the target keeps that the source did not (and the reverse). The knowledge about
+each algorithm (slot names, orders, update rules) lives in its module under `optimizers/`.
+"""
+
+import dataclasses
+import math
+from typing import List, Optional
+
+import numpy as np
+
+from .errors import MappingError, UnknownOptimizerError
+from .formats.mapping import canonical_config
+from .optimizers.registry import get_spec
+from .optimizers.spec import GENERATIONS, positional_layout
+from .schema import OptimizerState, VariableSpec, materialize
+
+ACTIONS = ("mapped", "renamed", "derived", "dropped", "zero-initialised")
+EXACT, FLOAT_TOLERANCE, DIFFERENT = "exact", "float-tolerance", "different"
+
+# Algorithms a generation lacks, and what carries their state there (same slots).
+SUBSTITUTES = {
+    "lazyadam": ("adam", "LazyAdam's state is Adam's; with dense gradients the update is identical, with sparse "
+                         "gradients Adam also decays the moments of rows absent from the batch"),
+    "momentum": ("sgd", "TF1 Momentum accumulates accum = momentum * accum + g; Keras SGD keeps the velocity "
+                        "v = momentum * v - lr * g, so v = -lr * accum with a constant learning rate"),
+}
+# Config keys that only mean something to some generations.
+LR_DECAY_GENERATIONS = ("v1", "v2")
+
+
+@dataclasses.dataclass
+class ReportItem:
+    action: str
+    kind: str  # "slot", "extra", "iterations", "config"
+    name: str
+    variable: Optional[str] = None
+    source: Optional[str] = None
+    target: Optional[str] = None
+    detail: str = ""
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+    def __str__(self):
+        where = "%s/%s" % (self.variable, self.name) if self.variable else self.name
+        rename = ""
+        if self.source and self.target and self.source != self.target:
+            rename = " (%s -> %s)" % (self.source, self.target)
+        return "%-16s %-10s %s%s%s" % (self.action, self.kind, where, rename,
+                                        ": " + self.detail if self.detail else "")
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    source_optimizer: str
+    source_generation: str
+    target_optimizer: str
+    target_generation: str
+    items: List[ReportItem] = dataclasses.field(default_factory=list)
+    continuation: str = EXACT
+    continuation_reason: str = ""
+    partial: bool = False
+
+    def add(self, *args, **kwargs):
+        self.items.append(ReportItem(*args, **kwargs))
+
+    def counts(self):
+        out = {a: 0 for a in ACTIONS}
+        for item in self.items:
+            out[item.action] += 1
+        return out
+
+    def to_json(self):
+        return {"source": {"optimizer": self.source_optimizer, "generation": self.source_generation},
+                "target": {"optimizer": self.target_optimizer, "generation": self.target_generation},
+                "continuation": self.continuation, "continuation_reason": self.continuation_reason,
+                "partial": self.partial, "counts": self.counts(), "items": [i.to_json() for i in self.items]}
+
+    def format_text(self):
+        counts = self.counts()
+        lines = ["%s %s -> %s %s: %s" % (self.source_generation, self.source_optimizer, self.target_generation,
+                                         self.target_optimizer,
+                                         ", ".join("%d %s" % (counts[a], a) for a in ACTIONS if counts[a]) or
+                                         "nothing to carry"),
+                 "continuation: %s%s" % (self.continuation,
+                                         " (%s)" % self.continuation_reason if self.continuation_reason else "")]
+        lines.extend("  " + str(item) for item in self.items)
+        return "\n".join(lines)
+
+
+class _Refusals:
+    """Collects everything a strict conversion cannot do, to report all of it at once."""
+
+    def __init__(self, partial):
+        self.partial = partial
+        self.problems = []
+
+    def refuse(self, message):
+        self.problems.append(message)
+
+    def raise_if_any(self, state, to):
+        if self.problems and not self.partial:
+            raise MappingError(
+                "%d part(s) of the %s %s state cannot be carried to %s with certainty: %s; pass partial=True "
+                "(CLI --partial) to convert anyway and see what was zero-initialised or dropped"
+                % (len(self.problems), state.generation, state.optimizer, to, "; ".join(self.problems)))
+
+
+def target_algorithm(state, to, optimizer=None):
+    """(target spec, note) for converting `state` to generation `to`."""
+    if optimizer:
+        return get_spec(optimizer), None
+    spec = get_spec(state.optimizer)
+    if to in spec.layouts:
+        return spec, None
+    if spec.name in SUBSTITUTES:
+        name, note = SUBSTITUTES[spec.name]
+        if to in get_spec(name).layouts:
+            return get_spec(name), note
+    raise UnknownOptimizerError(
+        "the %s generation has no %s optimizer; it exists in: %s. Pick another target generation, or name a "
+        "target algorithm (optimizer=...)" % (to, spec.name, ", ".join(spec.generations)))
+
+
+def migrate(state, to, *, optimizer=None, config=None, partial=False):
+    """Convert `state` to generation `to`; returns (new OptimizerState, ConversionReport).
+
+    optimizer: the target algorithm when it differs from the source's (e.g. `adamw` from
+        `adam` with `config={"weight_decay": ...}`); by default the same algorithm, or its
+        substitute where the target generation lacks it (LazyAdam -> Adam, TF1 Momentum -> SGD).
+    config: hyperparameters to set on the target (they win over the source's).
+    partial: carry what can be carried and zero-initialise / drop the rest, reporting it,
+        instead of raising MappingError.
+    """
+    if to not in GENERATIONS:
+        raise UnknownOptimizerError("unknown target generation %r; expected one of %s" % (to, ", ".join(GENERATIONS)))
+    source_spec = get_spec(state.optimizer)
+    target_spec, substitute_note = target_algorithm(state, to, optimizer)
+    report = ConversionReport(state.optimizer, state.generation, target_spec.name, to, partial=partial)
+    refusals = _Refusals(partial)
+    target_config = _convert_config(state, to, target_spec, dict(config or {}), report, refusals)
+    iterations = _convert_iterations(state, target_spec, target_config, report, refusals)
+    target = OptimizerState(
+        optimizer=target_spec.name, generation=to, config=target_config, iterations=iterations,
+        variables=[dataclasses.replace(v) for v in state.variables],
+        source={"converted_from": {"optimizer": state.optimizer, "generation": state.generation,
+                                   "format": state.source.get("format"), "path": state.source.get("path")}},
+        warnings=list(state.warnings))
+    _convert_slots(state, source_spec, target, target_spec, report, refusals)
+    _convert_extras(state, target, target_spec, report, refusals)
+    refusals.raise_if_any(state, to)
+    for problem in refusals.problems:
+        target.warnings.append("partial conversion: " + problem)
+    _judge_continuation(state, source_spec, target, target_spec, substitute_note, report)
+    return target, report
+
+
+# -- config -------------------------------------------------------------------------------
+
+def _schedule_is(lr, class_name):
+    return isinstance(lr, dict) and lr.get("class_name", "").split(">")[-1] == class_name
+
+
+def _convert_config(state, to, target_spec, overrides, report, refusals):
+    config = canonical_config(state.config)
+    lr = config.get("learning_rate")
+    if "learning_rate" in state.extra and not isinstance(lr, dict):
+        current = float(materialize(state.extra["learning_rate"]))
+        if lr is None or not math.isclose(current, float(lr), rel_tol=1e-6):
+            report.add("derived", "config", "learning_rate", source="learning_rate variable", target="learning_rate",
+                       detail="the learning-rate variable (%g) wins over the config (%s)" % (current, lr))
+        config["learning_rate"] = current
+    decay = config.get("decay") or 0.0
+    if state.generation in LR_DECAY_GENERATIONS and to not in LR_DECAY_GENERATIONS:
+        config.pop("decay", None)
+        if decay:
+            if isinstance(config.get("learning_rate"), dict):
+                refusals.refuse("both a learning-rate schedule and decay=%g: %s has no way to express both" % (decay, to))
+            else:
+                config["learning_rate"] = {"class_name": "InverseTimeDecay", "config": {
+                    "initial_learning_rate": config.get("learning_rate", 0.001), "decay_steps": 1,
+                    "decay_rate": decay, "staircase": False}}
+                report.add("derived", "config", "learning_rate", source="decay", target="learning_rate",
+                           detail="decay=%g becomes InverseTimeDecay(decay_steps=1, decay_rate=%g): "
+                                  "lr / (1 + decay * iterations), the same values" % (decay, decay))
+    elif to in LR_DECAY_GENERATIONS and state.generation not in LR_DECAY_GENERATIONS:
+        lr = config.get("learning_rate")
+        if isinstance(lr, dict) and to == "v1":
+            if _schedule_is(lr, "InverseTimeDecay") and lr["config"].get("decay_steps") == 1 and \
+                    not lr["config"].get("staircase"):
+                config["learning_rate"] = lr["config"]["initial_learning_rate"]
+                config["decay"] = lr["config"]["decay_rate"]
+                report.add("derived", "config", "decay", source="learning_rate", target="decay",
+                           detail="InverseTimeDecay(decay_steps=1) is Keras v1's decay")
+            else:
+                refusals.refuse("Keras v1 optimizers take no learning-rate schedule (%s)" % lr.get("class_name"))
+        config.setdefault("decay", 0.0)
+    if to == "v1" and config.get("epsilon") is None and "epsilon" in config:
+        config["epsilon"] = 1e-7
+    for key, value in overrides.items():
+        if config.get(key) != value:
+            report.add("derived", "config", key, detail="set by the caller: %r (was %r)" % (value, config.get(key)))
+        config[key] = value
+    return config
+
+
+# -- iterations ---------------------------------------------------------------------------
+
+def _iterations_from_beta_power(state):
+    for power, beta in (("beta1_power", "beta_1"), ("beta2_power", "beta_2")):
+        if power in state.extra and isinstance(state.config.get(beta), (int, float)):
+            p, b = float(materialize(state.extra[power])), float(state.config[beta])
+            if 0 < p < 1 and 0 < b < 1:
+                return int(round(math.log(p) / math.log(b))) - 1, power
+    return None, None
+
+
+def _needs_iterations(spec, config):
+    """Whether the target update rule reads the step counter."""
+    lr = config.get("learning_rate")
+    return (spec.name in ("adam", "adamw", "lazyadam", "nadam", "adamax", "adafactor", "lamb")
+            or isinstance(lr, dict) or bool(config.get("decay")) or bool(config.get("use_ema")))
+
+
+def _convert_iterations(state, target_spec, target_config, report, refusals):
+    if state.iterations is not None:
+        report.add("mapped", "iterations", "iterations", detail=str(state.iterations))
+        return int(state.iterations)
+    derived, power = _iterations_from_beta_power(state)
+    if derived is not None:
+        report.add("derived", "iterations", "iterations", source=power,
+                   detail="%d, from %s = beta ** (iterations + 1)" % (derived, power))
+        return derived
+    if _needs_iterations(target_spec, target_config):
+        refusals.refuse("the file keeps no step counter and the target's update rule reads one")
+        report.add("zero-initialised", "iterations", "iterations", detail="unknown in the source; set to 0")
+    else:
+        report.add("zero-initialised", "iterations", "iterations",
+                   detail="the source keeps no counter; this update rule does not read it, so 0 is exact")
+    return 0
+
+
+# -- slots --------------------------------------------------------------------------------
+
+def _expected_slots(spec, generation, config, variables):
+    if generation == "tf1":
+        return {i: {s: tuple(v.shape) for s in spec.names.get("tf1", {})} for i, v in enumerate(variables)}
+    expected = {}
+    for entry in positional_layout(spec, generation, config, [v.shape for v in variables],
+                                   [v.dtype for v in variables]):
+        if entry.kind == "slot":
+            expected.setdefault(entry.var_index, {})[entry.name] = entry.shape
+    return expected
+
+
+def _own_name(spec, generation, slot):
+    return spec.names.get(generation, {}).get(slot, slot)
+
+
+def _is_placeholder(spec, state, slot, tensor):
+    """Slots that carry no information: v1 Adam's (1,) vhats without amsgrad, rank<2 Adafactor r/c."""
+    if spec.name == "adam" and state.generation == "v1" and slot == "velocity_hat" and \
+            not state.config.get("amsgrad") and tuple(tensor.shape) == (1,):
+        return True
+    if spec.name == "adafactor" and slot in ("r", "c") and tuple(tensor.shape) == ():
+        return True
+    return False
+
+
+def _convert_slots(state, source_spec, target, target_spec, report, refusals):
+    expected = _expected_slots(target_spec, target.generation, target.config, target.variables)
+    for i, var in enumerate(state.variables):
+        have = dict(state.slots.get(var.name, {}))
+        for slot, shape in expected.get(i, {}).items():
+            src_name = _own_name(source_spec, state.generation, slot)
+            dst_name = _own_name(target_spec, target.generation, slot)
+            if slot in have and not _is_placeholder(source_spec, state, slot, have[slot]):
+                tensor = have.pop(slot)
+                if tuple(tensor.shape) != tuple(shape):
+                    refusals.refuse("%s/%s has shape %s, %s needs %s" % (var.name, slot, tuple(tensor.shape),
+                                                                         target.generation, tuple(shape)))
+                    continue
+                if source_spec.name == "momentum" and target_spec.name == "sgd":
+                    tensor = _velocity_from_tf1_accum(state, tensor, var, report, refusals)
+                else:
+                    report.add("renamed" if src_name != dst_name else "mapped", "slot", slot, var.name,
+                               src_name, dst_name)
+                target.slots.setdefault(var.name, {})[slot] = tensor
+                continue
+            have.pop(slot, None)
+            fill, detail, certain = _fill_missing(target_spec, target, slot, shape, var)
+            if not certain:
+                refusals.refuse("%s needs %s/%s, which the %s state does not have"
+                                % (target.generation, var.name, slot, state.generation))
+            report.add("zero-initialised", "slot", slot, var.name, None, dst_name, detail)
+            target.slots.setdefault(var.name, {})[slot] = fill
+        for slot, tensor in have.items():
+            certain, detail = _drop_is_safe(source_spec, state, slot, tensor)
+            if not certain:
+                refusals.refuse("%s keeps no %s/%s: %s" % (target.generation, var.name, slot, detail))
+            report.add("dropped", "slot", slot, var.name, _own_name(source_spec, state.generation, slot), None, detail)
+
+
+def _velocity_from_tf1_accum(state, accum, var, report, refusals):
+    lr = state.config.get("learning_rate")
+    if not isinstance(lr, (int, float)):
+        refusals.refuse("TF1 Momentum's accumulator becomes a velocity only with a constant learning rate")
+        lr = 0.0
+    value = materialize(accum)
+    velocity = (-np.asarray(lr, value.dtype) * value).astype(value.dtype)
+    report.add("derived", "slot", "momentum", var.name, "momentum", "momentum",
+               "velocity = -learning_rate * accumulator (learning_rate %g)" % lr)
+    return velocity
+
+
+def _fill_missing(spec, target, slot, shape, var):
+    """(initial value, why, certain) for a slot the target keeps and the source does not."""
+    dtype = np.dtype(var.dtype if var.dtype else "float32")
+    if slot == "gradient_accumulator":
+        return np.zeros(shape, dtype), "no partially accumulated gradient: the state is at an update boundary", True
+    if slot == "clipping_factor":
+        return np.ones(shape, dtype), "ClippyAdagrad's exported clipping factor is output only", True
+    if spec.name == "adafactor" and slot in ("r", "c") and tuple(shape) == ():
+        return np.zeros(shape, np.int32 if target.generation == "keras3" else dtype), "placeholder", True
+    if spec.name == "adam" and target.generation == "v1" and slot == "velocity_hat" and \
+            not target.config.get("amsgrad"):
+        return np.zeros(shape, dtype), "Keras v1 keeps a (1,) placeholder when amsgrad is off", True
+    init = spec.slot_init.get(slot, 0.0)
+    if isinstance(init, str):
+        init = target.config.get(init, 0.1)
+    return np.full(shape, init, dtype), "initial value %g: no such state in the source" % float(init), False
+
+
+def _drop_is_safe(spec, state, slot, tensor):
+    if _is_placeholder(spec, state, slot, tensor):
+        return True, "placeholder without information"
+    if slot == "clipping_factor":
+        return True, "ClippyAdagrad's exported clipping factor is output only"
+    if slot == "gradient_accumulator":
+        if not np.any(materialize(tensor)):
+            return True, "all zero: no partially accumulated gradient"
+        return False, "holds a partially accumulated gradient"
+    if slot == "average":
+        return False, "the EMA of the weights would be lost (keep use_ema in the target config)"
+    return False, "the target algorithm keeps no such slot"
+
+
+# -- non-slot state -----------------------------------------------------------------------
+
+def _u_product(rule, beta_1, iterations, schedule_decay=0.004):
+    """Nadam's running product of momentum-schedule factors after `iterations` steps, in float32."""
+    u = np.float32(1.0)
+    for t in range(1, iterations + 1):
+        power = np.float32(schedule_decay) * np.float32(t) if rule == "schedule-0.004" else np.float32(t)
+        u = np.float32(u * np.float32(np.float32(beta_1) * (np.float32(1.0) - np.float32(0.5) *
+                                                            np.power(np.float32(0.96), power, dtype=np.float32))))
+    return np.asarray(u, np.float32)
+
+
+def _beta_power(beta, iterations):
+    p = np.float32(beta)
+    for _ in range(iterations):
+        p = np.float32(p * np.float32(beta))
+    return np.asarray(p, np.float32)
+
+
+def _convert_extras(state, target, target_spec, report, refusals):
+    extras = dict(state.extra)
+    # Nadam: the target's own schedule product, recomputed from the step count.
+    if target_spec.name == "nadam" and target.generation in ("v1", "v2", "experimental", "keras3"):
+        rule = target_spec.update_rule(target.generation, target.config)
+        beta_1 = float(target.config.get("beta_1", 0.9))
+        decay = 0.004
+        if target.generation == "v2" and isinstance(target.config.get("decay"), (int, float)):
+            decay = float(target.config["decay"]) or 0.004
+        value = _u_product(rule, beta_1, target.iterations or 0, decay)
+        source_value = extras.pop("u_product", None)
+        same_rule = (get_spec(state.optimizer).update_rule(state.generation, state.config) == rule)
+        if source_value is not None and same_rule:
+            target.extra["u_product"] = source_value
+            report.add("mapped", "extra", "u_product",
+                       source=get_spec(state.optimizer).extra_key(state.generation, "u_product"),
+                       target=target_spec.extra_key(target.generation, "u_product"))
+        else:
+            target.extra["u_product"] = value
+            report.add("derived", "extra", "u_product",
+                       source=None if source_value is None else "u_product",
+                       target=target_spec.extra_key(target.generation, "u_product"),
+                       detail="recomputed from iterations=%d with the target's schedule" % (target.iterations or 0))
+    if target_spec.name == "adam" and target.generation == "tf1":
+        for power, beta in (("beta1_power", "beta_1"), ("beta2_power", "beta_2")):
+            default = 0.9 if beta == "beta_1" else 0.999
+            value = _beta_power(float(target.config.get(beta, default)), target.iterations or 0)
+            if power in extras and np.array_equal(materialize(extras[power]), value):
+                report.add("mapped", "extra", power)
+            else:
+                report.add("derived", "extra", power, detail="%s ** (iterations + 1)" % beta)
+            extras.pop(power, None)
+            target.extra[power] = value
+    for power in ("beta1_power", "beta2_power"):
+        if power in extras:
+            extras.pop(power)
+            report.add("dropped", "extra", power, detail="carried as iterations=%s" % target.iterations)
+    if "learning_rate" in extras:
+        extras.pop("learning_rate")
+        lr = target.config.get("learning_rate")
+        if target.generation in ("keras3", "experimental") and not isinstance(lr, dict):
+            target.extra["learning_rate"] = np.asarray(lr, np.float32)
+            report.add("mapped", "extra", "learning_rate")
+        else:
+            report.add("dropped", "extra", "learning_rate", detail="kept in the config instead")
+    elif target.generation == "keras3" and not isinstance(target.config.get("learning_rate"), dict):
+        target.extra["learning_rate"] = np.asarray(target.config.get("learning_rate", 0.001), np.float32)
+        report.add("derived", "extra", "learning_rate", detail="from the config")
+    for name, value in extras.items():
+        target.extra[name] = value
+        report.add("mapped", "extra", name,
+                   detail="carried; written where the target format has a place for it" if name.startswith("loss_scale")
+                   else "")
+
+
+# -- continuation -------------------------------------------------------------------------
+
+def _judge_continuation(state, source_spec, target, target_spec, substitute_note, report):
+    source_rule = source_spec.update_rule(state.generation, state.config)
+    target_rule = target_spec.update_rule(target.generation, target.config)
+    if report.partial and any(i.action == "zero-initialised" and i.kind != "iterations" and "exact" not in i.detail
+                              and "placeholder" not in i.detail and "boundary" not in i.detail
+                              and "output only" not in i.detail for i in report.items):
+        report.continuation, report.continuation_reason = DIFFERENT, "some state was zero-initialised"
+    elif substitute_note:
+        report.continuation, report.continuation_reason = FLOAT_TOLERANCE, substitute_note
+    elif source_spec.name != target_spec.name:
+        report.continuation = DIFFERENT
+        report.continuation_reason = "a different algorithm (%s -> %s)" % (source_spec.name, target_spec.name)
+    elif state.generation == target.generation:
+        report.continuation, report.continuation_reason = EXACT, "same generation and update rule"
+    elif source_rule is None or target_rule is None:
+        report.continuation = DIFFERENT
+        report.continuation_reason = "no record that %s and %s %s update alike" % (
+            state.generation, target.generation, target_spec.name)
+    elif source_rule == target_rule:
+        report.continuation = FLOAT_TOLERANCE
+        report.continuation_reason = "same update rule; the generations' kernels may round differently"
+    else:
+        notes = target_spec.rule_notes
+        report.continuation = DIFFERENT
+        report.continuation_reason = "%s %s %s; %s %s" % (
+            state.generation, source_spec.name, notes.get(source_rule, source_rule), target.generation,
+            notes.get(target_rule, target_rule))

@@ -1,0 +1,122 @@
+"""migrate(): generation-to-generation conversion through the schema, on synthetic states.
+
+These check the bookkeeping (what is renamed, derived, dropped, refused); the tests that
+load converted files into the real tf_keras / Keras 3 optimizers and resume training live
+with the writers.
+"""
+
+import numpy as np
+import pytest
+
+import keras_opt_migrate as kom
+from keras_opt_migrate.migrate import migrate, _u_product, _beta_power
+
+VARS = [kom.VariableSpec("hidden/kernel", (5, 4)), kom.VariableSpec("hidden/bias", (4,))]
+
+
+def _state(optimizer, generation, slots, config=None, iterations=3, extra=None):
+    return kom.OptimizerState(optimizer, generation, dict(config or {}), iterations, list(VARS),
+                              {v.name: {s: np.full(v.shape, 0.25, np.float32) for s in slots} for v in VARS},
+                              dict(extra or {}), {"format": "native"})
+
+
+def actions(report, kind=None):
+    return sorted((i.action, i.kind, i.name) for i in report.items if kind in (None, i.kind))
+
+
+def test_adam_v2_to_keras3_renames_and_keeps_values():
+    state = _state("adam", "v2", ["momentum", "velocity"], {"learning_rate": 0.01, "beta_1": 0.8})
+    target, report = migrate(state, "keras3")
+    assert target.generation == "keras3" and target.iterations == 3
+    assert {(i.source, i.target) for i in report.items if i.kind == "slot"} == {("m", "momentum"), ("v", "velocity")}
+    assert np.array_equal(target.slots["hidden/kernel"]["velocity"], state.slots["hidden/kernel"]["velocity"])
+    assert float(target.extra["learning_rate"]) == pytest.approx(0.01)
+    assert report.continuation == "float-tolerance"
+
+
+def test_tf1_beta_powers_become_iterations_and_back():
+    state = _state("adam", "tf1", ["momentum", "velocity"], {"learning_rate": 0.01, "beta_1": 0.8, "beta_2": 0.95},
+                   iterations=None, extra={"beta1_power": _beta_power(0.8, 3), "beta2_power": _beta_power(0.95, 3)})
+    target, report = migrate(state, "experimental")
+    assert target.iterations == 3 and "beta1_power" not in target.extra
+    assert ("derived", "iterations", "iterations") in actions(report)
+    back, _ = migrate(target, "tf1")
+    assert np.array_equal(back.extra["beta1_power"], state.extra["beta1_power"])
+    assert np.array_equal(back.extra["beta2_power"], state.extra["beta2_power"])
+    # The recorded TF1 value after 3 steps (shared/LAYOUTS.md §5.1).
+    assert float(_beta_power(0.8, 3)) == pytest.approx(0.4096, abs=1e-7)
+
+
+def test_legacy_decay_becomes_inverse_time_decay_and_back():
+    state = _state("sgd", "v2", ["momentum"], {"learning_rate": 0.1, "momentum": 0.5, "decay": 0.05})
+    target, report = migrate(state, "keras3")
+    lr = target.config["learning_rate"]
+    assert lr["class_name"] == "InverseTimeDecay" and lr["config"]["decay_rate"] == 0.05
+    assert "decay" not in target.config
+    back, _ = migrate(target, "v1")
+    assert back.config["learning_rate"] == 0.1 and back.config["decay"] == 0.05
+
+
+def test_nadam_u_product_recomputed_for_the_target_schedule():
+    state = _state("nadam", "experimental", ["momentum", "velocity"], {"learning_rate": 0.01, "beta_1": 0.8})
+    target, report = migrate(state, "keras3")
+    assert target.extra["u_product"] == _u_product("schedule-0.96", 0.8, 3)
+    assert report.continuation == "float-tolerance"
+    legacy, report = migrate(state, "v2")
+    assert legacy.extra["u_product"] == _u_product("schedule-0.004", 0.8, 3)
+    assert report.continuation == "different" and "0.96 ** (0.004 * t)" in report.continuation_reason
+
+
+def test_v1_adam_placeholders_dropped_and_recreated():
+    v1 = _state("adam", "v1", ["momentum", "velocity"], {"learning_rate": 0.01, "amsgrad": False})
+    for v in VARS:
+        v1.slots[v.name]["velocity_hat"] = np.zeros((1,), np.float32)
+    target, report = migrate(v1, "v2")
+    assert all("velocity_hat" not in per for per in target.slots.values())
+    assert [i.detail for i in report.items if i.action == "dropped"] == ["placeholder without information"] * 2
+    back, report = migrate(target, "v1")
+    assert all(back.slots[v.name]["velocity_hat"].shape == (1,) for v in VARS)
+
+
+def test_strict_conversion_refuses_uncertain_state_and_partial_reports_it():
+    state = _state("adam", "keras3", ["momentum", "velocity", "average"], {"learning_rate": 0.01, "use_ema": True})
+    with pytest.raises(kom.MappingError, match="EMA") as e:
+        migrate(state, "v2")
+    assert "partial=True" in str(e.value)
+    target, report = migrate(state, "v2", partial=True)
+    assert [i.action for i in report.items if i.name == "average"] == ["dropped", "dropped"]
+    assert any("partial conversion" in w for w in target.warnings)
+
+
+def test_missing_amsgrad_slot_needs_partial():
+    state = _state("adam", "v2", ["momentum", "velocity"], {"learning_rate": 0.01})
+    with pytest.raises(kom.MappingError, match="velocity_hat"):
+        migrate(state, "keras3", config={"amsgrad": True})
+    target, report = migrate(state, "keras3", config={"amsgrad": True}, partial=True)
+    assert report.continuation == "different"
+    assert ("zero-initialised", "slot", "velocity_hat") in actions(report)
+
+
+def test_substitutes_lazyadam_and_tf1_momentum():
+    lazy = _state("lazyadam", "v2", ["momentum", "velocity"], {"learning_rate": 0.01})
+    target, report = migrate(lazy, "keras3")
+    assert target.optimizer == "adam" and "sparse" in report.continuation_reason
+    mom = _state("momentum", "tf1", ["momentum"], {"learning_rate": 0.1, "momentum": 0.9}, iterations=None)
+    target, report = migrate(mom, "keras3")
+    assert target.optimizer == "sgd"
+    assert np.allclose(target.slots["hidden/bias"]["momentum"], -0.1 * 0.25)
+
+
+def test_adamw_from_adam_with_weight_decay():
+    state = _state("adam", "experimental", ["momentum", "velocity"], {"learning_rate": 0.01})
+    target, report = migrate(state, "keras3", optimizer="adamw", config={"weight_decay": 0.004})
+    assert target.optimizer == "adamw" and target.config["weight_decay"] == 0.004
+    assert report.continuation == "different"
+
+
+def test_unknown_target_generation_or_algorithm():
+    state = _state("adamw", "keras3", ["momentum", "velocity"], {"learning_rate": 0.01})
+    with pytest.raises(kom.UnknownOptimizerError, match="has no adamw"):
+        migrate(state, "v2")
+    with pytest.raises(kom.UnknownOptimizerError, match="generation"):
+        migrate(state, "v7")
