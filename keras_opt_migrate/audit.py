@@ -220,7 +220,7 @@ def _rule_positional_keras3(state):
 
 
 def _rule_h5_into_keras3(state):
-    if state.source.get("format") == "hdf5" and state.slots:
+    if state.source.get("format") == "keras_h5" and state.slots:
         return ("Keras 3 `load_model` on an .h5 file keeps the step counter but loses every slot, and `fit` then "
                 "raises 'Unknown variable'; upgrade to .keras with keras-opt-migrate")
     return None
@@ -234,7 +234,7 @@ def _rule_v1_iterations(state):
 
 
 def _rule_loss_scale(state):
-    if state.source.get("format") in ("hdf5", "keras_archive") and state.config.get("loss_scale_optimizer"):
+    if state.source.get("format") in ("keras_h5", "keras_archive") and state.config.get("loss_scale_optimizer"):
         return "the dynamic loss scale is not saved in this format; it restarts at its initial value"
     return None
 

@@ -73,6 +73,13 @@ def cmd_audit(args):
     return EXIT_FINDINGS if (args.strict and result.findings) else EXIT_OK
 
 
+def cmd_diff(args):
+    from .diff import diff
+    result = diff(args.a, args.b, atol=args.atol, **_load_options(args))
+    print(json.dumps(result.to_json(), indent=1, sort_keys=True) if args.json else result.format_text())
+    return EXIT_OK if result.equal else EXIT_FINDINGS
+
+
 def build_parser():
     parser = _Parser(prog=PROG, description="Inspect, audit and migrate Keras / TensorFlow optimizer state.")
     parser.add_argument("--version", action="version", version="%(prog)s " + _version())
@@ -92,6 +99,14 @@ def build_parser():
     p.add_argument("--strict", action="store_true", help="exit 1 when there is any finding")
     _add_load_options(p)
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("diff", help="compare two optimizer states slot by slot (exit 1 when they differ)")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: bit-exact)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_load_options(p)
+    p.set_defaults(func=cmd_diff)
     return parser
 
 
@@ -112,7 +127,7 @@ def main(argv=None):
     except (json.JSONDecodeError, ValueError) as e:
         print("%s: error: bad argument: %s" % (PROG, _one_line(e)), file=sys.stderr)
     except OSError as e:
-        print("%s: error: %s: %s" % (PROG, getattr(e, "filename", "") or args.path, e.strerror or e),
+        print("%s: error: %s: %s" % (PROG, getattr(e, "filename", "") or _paths(args), e.strerror or e),
               file=sys.stderr)
     except KeyboardInterrupt:
         print("%s: interrupted" % PROG, file=sys.stderr)
@@ -121,8 +136,12 @@ def main(argv=None):
         if os.environ.get("KERAS_OPT_MIGRATE_DEBUG"):
             raise
         print("%s: error: %s: internal error %s: %s (set KERAS_OPT_MIGRATE_DEBUG=1 for a traceback)"
-              % (PROG, getattr(args, "path", ""), type(e).__name__, _one_line(e)), file=sys.stderr)
+              % (PROG, _paths(args), type(e).__name__, _one_line(e)), file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def _paths(args):
+    return " ".join(str(getattr(args, k)) for k in ("path", "a", "b", "src") if getattr(args, k, None))
 
 
 def _one_line(error):

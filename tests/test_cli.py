@@ -65,3 +65,18 @@ def test_missing_file_and_bad_arguments(tmp_path):
     assert result.returncode == 2 and "no such file" in result.stderr and "Traceback" not in result.stderr
     result = _run("frobnicate")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_diff_exit_codes(state_file, tmp_path, capsys):
+    assert main(["diff", str(state_file), str(state_file)]) == 0
+    assert "no differences" in capsys.readouterr().out
+    other = kom.load_state(state_file).materialized()
+    other.slots["hidden/kernel"]["momentum"] = other.slots["hidden/kernel"]["momentum"] + 1e-4
+    other.iterations = 4
+    kom.save_state(other, tmp_path / "other.h5")
+    assert main(["diff", str(state_file), str(tmp_path / "other.h5")]) == 1
+    out = capsys.readouterr().out
+    assert "iterations" in out and "max |a - b| = 0.0001" in out
+    assert main(["diff", str(state_file), str(tmp_path / "other.h5"), "--atol", "1e-3", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [e["kind"] for e in report["entries"]] == ["iterations"]
