@@ -93,6 +93,18 @@ def attach_list(state, info, names, tensors, origin):
                 raise MappingError("%s: position %d is %r, which names %s, but the %s build order of %s puts %s there"
                                    % (origin, i, names[i], _describe(p), info.generation, info.spec.name,
                                       _describe(expected)))
+            if tuple(tensors[i].shape) != tuple(entry.shape):
+                raise MappingError("%s: %r (%s) has shape %s, the %s build order of %s expects %s"
+                                   % (origin, names[i], _describe(expected), tuple(tensors[i].shape),
+                                      info.generation, info.spec.name, tuple(entry.shape)))
+    else:
+        by_name = {v.name: v for v in state.variables}
+        for p, n, t in zip(parsed, names, tensors):
+            if p is not None and p[0] == "slot" and p[2] in info.spec.slots:
+                want = info.spec.shape_rule(p[2], by_name[p[1]].shape, state.config, info.generation)
+                if want is not None and tuple(t.shape) != tuple(want):
+                    raise MappingError("%s: %r (%s) has shape %s, expected %s"
+                                       % (origin, n, _describe(p), tuple(t.shape), tuple(want)))
     named = all(p is not None for p in parsed)
     if not named:
         if replay_error is not None:
