@@ -91,5 +91,5 @@ def test_audit_of_a_path_reads_the_file(tmp_path):
 
 
 def test_unknown_optimizer_is_reported_not_fatal():
-    state = kom.OptimizerState("muon", "keras3", {}, 1, list(VARS), {}, {}, {})
+    state = kom.OptimizerState("shampoo", "keras3", {}, 1, list(VARS), {}, {}, {})
     assert "unknown_optimizer" in codes(audit(state))
