@@ -1,0 +1,170 @@
+"""TF1 name-based checkpoints (`tf.compat.v1.train.Saver`): no object graph, names only.
+
+Keys are variable names: model variables (`hidden/kernel`), their slots
+`<var>/<OptimizerName>`, `<var>/<OptimizerName>_1`, ... in slot-creation order (the spec's
+`tf1_namebased_suffixes`), non-slot state such as `beta1_power`, and `global_step` when
+one was passed to `minimize`. The model's variable order is taken from the `trainable_variables`
+collection of the `.meta` graph written beside the checkpoint (parsed as a protobuf; the graph is
+never imported or run); without it, key order is used and the state says so.
+"""
+
+import os
+import re
+
+from ..errors import FormatError, MappingError, UnsupportedFormatError
+from ..optimizers.registry import SPECS, get_spec
+from ..optimizers.spec import flag_configs
+from ..schema import OptimizerState, VariableSpec
+from .base import Format
+from .mapping import attach_named, canonical_config, strip_device_suffix
+from .tf_bundle import GRAPH_KEY, Bundle, looks_object_based, resolve_prefix
+from .tf_checkpoint import pick_spec, tf1_iterations
+
+STEP_KEY = "global_step"
+_NUMBERED = re.compile(r"^(.*?)(?:_(\d+))?$")
+
+
+class Tf1CheckpointFormat(Format):
+    name = "tf1_checkpoint"
+    description = "TF1 name-based checkpoint (tf.compat.v1.train.Saver)"
+
+    def validate(self, path):
+        prefix = resolve_prefix(path)
+        return prefix is not None and not looks_object_based(prefix)
+
+    def read(self, path, optimizer=None, variables=None, config=None, **options):
+        prefix = resolve_prefix(path)
+        if prefix is None:
+            raise FormatError(path, "not a TensorFlow checkpoint (no .index file and no `checkpoint` file)")
+        bundle = Bundle(prefix, origin=path)
+        if GRAPH_KEY in bundle:
+            raise UnsupportedFormatError(path, "an object-based checkpoint; read it with format='tf_checkpoint'")
+        config = canonical_config(config)
+        origin = str(path)
+        slots, others = _split_keys(bundle.keys())
+        opt_name, spec, suffix_to_slot = _identify(slots, others, optimizer, config, origin)
+        state = OptimizerState(optimizer=spec.name, generation="tf1", config=config)
+        state.source.update(format=self.name, path=origin, prefix=prefix, optimizer_name=opt_name)
+        keys = state.source.setdefault("keys", {})
+
+        extras = spec.extras.get("tf1", {})
+        power_key = None
+        for key in others:
+            if key in extras:
+                state.extra[extras[key]] = bundle.tensor(key)
+                keys["extra/%s" % extras[key]] = key
+                power_key = key if extras[key] == "beta1_power" else power_key
+        if STEP_KEY in bundle:
+            state.iterations = int(bundle.scalar(STEP_KEY))
+            keys["iterations"] = STEP_KEY
+        tf1_iterations(state, bundle, power_key, origin)
+
+        model_keys = [k for k in others if k not in extras and k != STEP_KEY]
+        if slots:
+            model_keys = [k for k in model_keys if k in {var for var, _, _ in slots}]
+        state.variables = _variables(bundle, model_keys, prefix, variables, origin, state.warnings)
+        order = {v: spec_v.name for v, spec_v in zip(_ordered(model_keys, prefix), state.variables)}
+        entries = [(order[var], suffix_to_slot[suffix], key, bundle.tensor(key)) for var, suffix, key in slots]
+        attach_named(state, entries, origin)
+        for var, per in state.slots.items():
+            for slot, tensor in per.items():
+                if tuple(tensor.shape) != tuple(state.variable(var).shape):
+                    raise FormatError(origin, "slot %s of %s has shape %s, the variable %s"
+                                      % (slot, var, tuple(tensor.shape), tuple(state.variable(var).shape)))
+        return state
+
+
+def _split_keys(keys):
+    """([(variable key, suffix, slot key)], other keys): a slot key is `<another key>/<suffix>`."""
+    present = set(keys)
+    slots, others = [], []
+    for key in keys:
+        head, sep, tail = key.rpartition("/")
+        if sep and head in present:
+            slots.append((head, tail, key))
+        else:
+            others.append(key)
+    return slots, others
+
+
+def _default_name(spec):
+    """The TF1 optimizer's default `name=` (`AdamOptimizer` -> `Adam`)."""
+    cls = spec.class_names["tf1"][0]
+    return cls[: -len("Optimizer")] if cls.endswith("Optimizer") else cls
+
+
+def _identify(slots, others, hint, config, origin):
+    """(optimizer name in the keys, spec, {suffix: canonical slot}) from the key suffixes."""
+    suffixes = {suffix for _, suffix, _ in slots}
+    bases = {_NUMBERED.match(s).group(1) for s in suffixes}
+    if len(bases) > 1:
+        raise MappingError("%s: slot keys of more than one optimizer (%s); this reader expects one"
+                           % (origin, ", ".join(sorted(bases))))
+    base = next(iter(bases), None)
+    fits, tables = [], {}
+    for spec in SPECS.values():
+        if "tf1" not in spec.names or (hint and spec is not get_spec(hint)):
+            continue
+        name = base if (hint or base is None) else _default_name(spec)
+        if base is not None and name != base:
+            continue
+        for flags in flag_configs({k: v for k, v in config.items()}):
+            table = spec.tf1_namebased_suffixes(flags, name)
+            if set(table.values()) == suffixes:
+                tables[spec.name] = {suffix: slot for slot, suffix in table.items()}
+                fits.append(spec)
+                break
+    extras = [s for s in fits if s.extras.get("tf1") and not set(s.extras["tf1"]) <= set(others)]
+    fits = [s for s in fits if s not in extras]
+    if not fits and base is not None and not hint:
+        raise MappingError("%s: slot keys `<var>/%s...` do not match the default name of any TF1 optimizer; "
+                           "pass optimizer=... (CLI --optimizer)" % (origin, base))
+    spec = pick_spec(fits, "tf1", sorted(suffixes), origin, hint, what="slot key suffixes")
+    return base or _default_name(spec), spec, tables.get(spec.name, {})
+
+
+def _ordered(model_keys, prefix):
+    """Model variable keys in creation order (`.meta` trainable_variables), else key order."""
+    order = _meta_order(prefix)
+    if order is None:
+        return list(model_keys)
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(model_keys, key=lambda k: (rank.get(k, len(rank)), k))
+
+
+def _meta_order(prefix):
+    path = prefix + ".meta"
+    if not os.path.isfile(path):
+        return None
+    try:
+        from tensorflow.core.framework import variable_pb2
+        from tensorflow.core.protobuf import meta_graph_pb2
+        meta = meta_graph_pb2.MetaGraphDef()
+        with open(path, "rb") as f:
+            meta.ParseFromString(f.read())
+        out = []
+        for raw in meta.collection_def["trainable_variables"].bytes_list.value:
+            var = variable_pb2.VariableDef()
+            var.ParseFromString(raw)
+            out.append(strip_device_suffix(var.variable_name))
+        return out or None
+    except Exception:  # an unreadable .meta only costs the order; the caller warns
+        return None
+
+
+def _variables(bundle, model_keys, prefix, hint, origin, warnings):
+    ordered = _ordered(model_keys, prefix)
+    found = [VariableSpec(k, bundle.shapes[k], bundle.numpy_dtype(k).name) for k in ordered]
+    if hint is not None:
+        if [tuple(v.shape) for v in hint] != [tuple(v.shape) for v in found]:
+            raise MappingError("%s: variables= gives shapes %s, the checkpoint's variables (%s) have %s"
+                               % (origin, [tuple(v.shape) for v in hint], ", ".join(ordered),
+                                  [tuple(v.shape) for v in found]))
+        return list(hint)
+    if _meta_order(prefix) is None and len(found) > 1:
+        warnings.append("no readable %s.meta: model variables are in key (alphabetical) order, which need not "
+                        "be the model's; pass variables=... for the real order" % os.path.basename(prefix))
+    return found
+
+
+FORMAT = Tf1CheckpointFormat()

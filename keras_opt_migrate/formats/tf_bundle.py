@@ -1,0 +1,258 @@
+"""Reading a TensorFlow tensor bundle (`<prefix>.index` + `<prefix>.data-K-of-N`) safely.
+
+Only tensor bytes are read, through `tf.train.load_checkpoint` (CheckpointReader); nothing
+in the file is executed. The object graph of an object-based checkpoint is parsed as a
+`TrackableObjectGraph` protobuf. Every problem with the files becomes a one-line
+`FormatError` naming the file, never a raw TensorFlow exception.
+"""
+
+import glob
+import os
+import re
+
+import numpy as np
+
+from ..errors import FormatError
+from ..schema import LazyTensor
+
+GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+INDEX_SUFFIX = ".index"
+# Last 8 bytes of every LevelDB-style table (the `.index` file), little-endian.
+TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
+MAX_INDEX_SCAN = 64 * 1024 * 1024
+_SHARD = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
+_CHECKPOINT_LINE = re.compile(r'^\s*model_checkpoint_path:\s*"(.*)"\s*$')
+
+
+def resolve_prefix(path):
+    """The bundle prefix for a prefix, a `.index` path, or a directory with a `checkpoint` file.
+
+    Returns None when `path` does not look like a TF checkpoint at all.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        state_file = os.path.join(path, "checkpoint")
+        if not os.path.isfile(state_file):
+            return None
+        try:
+            with open(state_file, encoding="utf-8", errors="replace") as f:
+                lines = f.read(1 << 20).splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            m = _CHECKPOINT_LINE.match(line)
+            if m:
+                target = m.group(1)
+                return target if os.path.isabs(target) else os.path.join(path, target)
+        return None
+    if path.endswith(INDEX_SUFFIX) and os.path.isfile(path):
+        return path[: -len(INDEX_SUFFIX)]
+    if _SHARD.search(path):
+        return _SHARD.sub("", path)
+    if os.path.isfile(path + INDEX_SUFFIX):
+        return path
+    return None
+
+
+def index_bytes(prefix):
+    try:
+        with open(prefix + INDEX_SUFFIX, "rb") as f:
+            return f.read(MAX_INDEX_SCAN)
+    except OSError:
+        return b""
+
+
+def looks_object_based(prefix):
+    """Cheap guess from the raw index: True when it names the object-graph key.
+
+    A damaged index (no table magic) also counts as object-based, so that the object-based
+    adapter, tried first, reports what is wrong with it.
+    """
+    data = index_bytes(prefix)
+    if not data.endswith(TABLE_MAGIC):
+        return True
+    return GRAPH_KEY.encode() in data
+
+
+class Bundle:
+    """A checkpoint bundle opened for lazy, one-tensor-at-a-time reading."""
+
+    def __init__(self, prefix, origin=None):
+        self.prefix = prefix
+        self.origin = str(origin or prefix)
+        index = prefix + INDEX_SUFFIX
+        if not os.path.isfile(index):
+            raise FormatError(self.origin, "no checkpoint index %s" % index)
+        if not index_bytes(prefix).endswith(TABLE_MAGIC):
+            raise FormatError(self.origin, "checkpoint index %s is truncated or not a TensorFlow index "
+                                           "(bad table magic)" % index)
+        try:
+            import tensorflow as tf
+            self._reader = tf.train.load_checkpoint(prefix)
+            self.shapes = {k: tuple(int(d) for d in s) for k, s in self._reader.get_variable_to_shape_map().items()}
+            self.dtypes = {k: d for k, d in self._reader.get_variable_to_dtype_map().items()}
+        except Exception as e:  # TensorFlow raises OpError subclasses and RuntimeErrors here
+            raise FormatError(self.origin, "cannot open the checkpoint index: %s" % _one_line(e)) from e
+        self._check_shards()
+
+    def _check_shards(self):
+        shards = [m for m in (_SHARD.search(p) for p in glob.glob(glob.escape(self.prefix) + ".data-*")) if m]
+        if not shards:
+            raise FormatError(self.origin, "missing data shard %s.data-00000-of-00001" % self.prefix)
+        total = int(shards[0].group(2))
+        present = {int(m.group(1)) for m in shards}
+        missing = [i for i in range(total) if i not in present]
+        if missing:
+            raise FormatError(self.origin, "missing data shard %s.data-%05d-of-%05d" % (self.prefix, missing[0], total))
+        size = sum(os.path.getsize("%s.data-%05d-of-%05d" % (self.prefix, i, total)) for i in range(total))
+        declared = sum(self.nbytes(k) for k in self.shapes)
+        if declared > size:
+            raise FormatError(self.origin, "data shards hold %d bytes but the index declares %d bytes of tensors "
+                                           "(truncated data file?)" % (size, declared))
+
+    def nbytes(self, key):
+        dtype = self.numpy_dtype(key)
+        if dtype is None or dtype.kind in "OSU":
+            return 0
+        return int(np.prod(self.shapes[key], dtype=np.int64)) * dtype.itemsize
+
+    def numpy_dtype(self, key):
+        try:
+            return np.dtype(self.dtypes[key].as_numpy_dtype)
+        except (TypeError, AttributeError):
+            return None
+
+    def __contains__(self, key):
+        return key in self.shapes
+
+    def keys(self):
+        return sorted(self.shapes)
+
+    def read(self, key):
+        """The tensor as numpy, checked against the index's shape and dtype."""
+        if key not in self.shapes:
+            raise FormatError(self.origin, "the checkpoint has no tensor %r" % key)
+        try:
+            value = np.asarray(self._reader.get_tensor(key))
+        except Exception as e:
+            raise FormatError(self.origin, "cannot read tensor %s: %s" % (key, _one_line(e))) from e
+        want = self.numpy_dtype(key)
+        if tuple(value.shape) != self.shapes[key] or (want is not None and want.kind not in "OSU"
+                                                      and value.dtype != want):
+            raise FormatError(self.origin, "tensor %s: the index declares %s %s, the data holds %s %s"
+                              % (key, want, self.shapes[key], value.dtype, tuple(value.shape)))
+        return value
+
+    def tensor(self, key):
+        """A LazyTensor for `key` (nothing is read until it is loaded)."""
+        if key not in self.shapes:
+            raise FormatError(self.origin, "the checkpoint has no tensor %r" % key)
+        dtype = self.numpy_dtype(key)
+        if dtype is None:
+            raise FormatError(self.origin, "tensor %s has dtype %s, which has no numpy equivalent"
+                              % (key, self.dtypes[key]))
+        return LazyTensor(self.shapes[key], dtype, lambda: self.read(key), origin="%s:%s" % (self.origin, key))
+
+    def scalar(self, key):
+        value = self.read(key)
+        if value.shape != ():
+            raise FormatError(self.origin, "%s should be a scalar, found shape %s" % (key, value.shape))
+        return value.item()
+
+    def object_graph(self):
+        """The parsed object graph, or None for a name-based (TF1 Saver) checkpoint."""
+        if GRAPH_KEY not in self.shapes:
+            return None
+        return ObjectGraph.parse(self.read(GRAPH_KEY), self.origin)
+
+
+class ObjectGraph:
+    """The `TrackableObjectGraph` of an object-based checkpoint: nodes, named edges, slots."""
+
+    def __init__(self, proto, origin):
+        self.proto = proto
+        self.origin = origin
+        self.nodes = proto.nodes
+
+    @classmethod
+    def parse(cls, raw, origin):
+        from tensorflow.core.protobuf import trackable_object_graph_pb2
+        proto = trackable_object_graph_pb2.TrackableObjectGraph()
+        try:
+            data = raw.item() if hasattr(raw, "item") else raw
+            proto.ParseFromString(bytes(data))
+        except Exception as e:  # google.protobuf.message.DecodeError and friends
+            raise FormatError(origin, "the object graph (%s) is not a valid TrackableObjectGraph: %s"
+                              % (GRAPH_KEY, _one_line(e))) from e
+        graph = cls(proto, origin)
+        graph._check()
+        return graph
+
+    def _check(self):
+        n = len(self.nodes)
+        if not n:
+            raise FormatError(self.origin, "the object graph has no nodes")
+        for i, node in enumerate(self.nodes):
+            ids = [c.node_id for c in node.children]
+            for s in node.slot_variables:
+                ids += [s.original_variable_node_id, s.slot_variable_node_id]
+            bad = [j for j in ids if not 0 <= j < n]
+            if bad:
+                raise FormatError(self.origin, "the object graph is corrupt: node %d refers to node %d of %d"
+                                  % (i, bad[0], n))
+
+    def children(self, node_id):
+        """{local name: node id} in the order the object tracked them."""
+        return {c.local_name: c.node_id for c in self.nodes[node_id].children}
+
+    def child(self, node_id, name):
+        for c in self.nodes[node_id].children:
+            if c.local_name == name:
+                return c.node_id
+        return None
+
+    def list_items(self, node_id):
+        """Children of a tracked list (`0`, `1`, ...) in index order."""
+        items = [(c.local_name, c.node_id) for c in self.nodes[node_id].children]
+        if not all(name.isdigit() for name, _ in items):
+            raise FormatError(self.origin, "object %d should be a list, has children %s"
+                              % (node_id, [name for name, _ in items][:5]))
+        return [i for _, i in sorted(items, key=lambda t: int(t[0]))]
+
+    def value_key(self, node_id):
+        """The checkpoint key of a variable node's value, or None when the node is no variable."""
+        for a in self.nodes[node_id].attributes:
+            if a.name == "VARIABLE_VALUE":
+                return a.checkpoint_key
+        return None
+
+    def slot_variables(self, node_id):
+        return [(s.original_variable_node_id, s.slot_name, s.slot_variable_node_id)
+                for s in self.nodes[node_id].slot_variables]
+
+    def paths(self, start, skip=()):
+        """{node id: shortest object path from `start`}, not entering nodes in `skip`."""
+        out = {start: ""}
+        frontier = [start]
+        while frontier:
+            nxt = []
+            for node_id in frontier:
+                for c in self.nodes[node_id].children:
+                    if c.node_id in out or c.node_id in skip:
+                        continue
+                    prefix = out[node_id]
+                    out[c.node_id] = "%s/%s" % (prefix, c.local_name) if prefix else c.local_name
+                    nxt.append(c.node_id)
+            frontier = nxt
+        return out
+
+
+def key_path(key):
+    """`layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE` -> `layer_with_weights-0/kernel`."""
+    return key[: -len(VALUE_SUFFIX)] if key.endswith(VALUE_SUFFIX) else key
+
+
+def _one_line(error):
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
