@@ -195,7 +195,7 @@ def model_variables(f, model_config, where, warnings):
         for wn, trainable in zip(weight_names, _weight_flags(layers.get(layer_name), weight_names, warnings)):
             ds = kc.h5_node(group, wn, where, h5py.Dataset)
             if trainable:
-                out.append((VariableSpec(strip_device_suffix(wn), ds.shape, ds.dtype), ds.name))
+                out.append((VariableSpec(strip_device_suffix(wn), ds.shape, ds.dtype), ds.name.lstrip("/")))
     names = [v.name for v, _ in out]
     if len(set(names)) != len(names):
         raise FormatError(where, "model variable names are not unique: %s" % sorted({n for n in names if names.count(n) > 1}))

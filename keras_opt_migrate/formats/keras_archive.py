@@ -114,20 +114,55 @@ def _layer_vars(group, path):
     return numbered(vars_group, path), (kc._text(name) if name is not None else None)
 
 
-def variables_from_config(f, layers, path, warnings, prefix="layers"):
+LAYER_CONTAINERS = ("layers", "_layer_checkpoint_dependencies")  # Keras 2.12 uses the second
+
+
+def _groups_by_class(f, prefix, path):
+    """{snake_case class name: [group names holding variables, in counter order]} below `prefix`."""
+    out = {}
+    for name in kc.h5_node(f, prefix, path, h5py.Group):
+        group = kc.h5_node(f, "%s/%s" % (prefix, name), path, h5py.Group)
+        if not (_layer_vars(group, path)[0] or kc.h5_has(group, "layers")):
+            continue
+        m = re.match(r"^(.*?)(?:_(\d+))?$", name)
+        out.setdefault(m.group(1), []).append((int(m.group(2) or 0), name))
+    return {k: [n for _, n in sorted(v)] for k, v in out.items()}
+
+
+def variables_from_config(f, layers, path, warnings, prefix=None):
     """[(VariableSpec, dataset)] of the trainable variables, walking config layers in order.
 
-    Keras names each layer's group after its class (`dense`, `dense_1`, ...) counted in
-    `model.layers` order; Keras 3 also records the layer's own name in `vars.attrs['name']`.
+    Keras names each layer's group after its class (`dense`, `dense_1`, ...), counted in
+    `model.layers` order (Keras 2.12 also counts layers it already saved elsewhere, so
+    numbers can skip); Keras 3 records the layer's own name in `vars.attrs['name']`.
+    Groups holding variables are matched, class by class and in counter order, to the
+    config's layers of that class.
     """
-    out, used = [], {}
+    if prefix is None:
+        prefix = next((c for c in LAYER_CONTAINERS if kc.h5_has(f, c)), None)
+        if prefix is None:
+            return []
+    groups = _groups_by_class(f, prefix, path)
+    by_class = {}
     for layer in layers:
-        snake = kc.to_snake_case(kc._bare(layer.class_name))
-        group_name = snake if snake not in used else "%s_%d" % (snake, used[snake] + 1)
-        used[snake] = used.get(snake, -1) + 1
-        where = "%s/%s" % (prefix, group_name)
-        if not kc.h5_has(f, where):
-            continue  # layers without variables may have no group
+        by_class.setdefault(kc.to_snake_case(kc._bare(layer.class_name)), []).append(layer)
+    assigned = {}
+    for snake, names in groups.items():
+        candidates = by_class.get(snake, [])
+        if len(names) == len(candidates):
+            assigned.update({id(l): n for l, n in zip(candidates, names)})
+            continue
+        # layers of this class without variables have no group: match by Keras' counter names
+        counter = {id(l): snake if i == 0 else "%s_%d" % (snake, i) for i, l in enumerate(candidates)}
+        if not set(names) <= set(counter.values()):
+            raise FormatError(path, "cannot match the weight groups %s to the config's %d %s layer(s)"
+                              % (names, len(candidates), snake))
+        assigned.update({k: v for k, v in counter.items() if v in names})
+    out = []
+    for layer in layers:
+        if id(layer) not in assigned:
+            continue
+        where = "%s/%s" % (prefix, assigned[id(layer)])
         group = kc.h5_node(f, where, path, h5py.Group)
         datasets, recorded = _layer_vars(group, path)
         if recorded is not None and recorded != layer.name:

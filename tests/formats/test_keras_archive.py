@@ -17,6 +17,17 @@ ARCHIVES = cases_with_file("keras_v3") + cases_with_file("keras_zip")
 WEIGHTS = cases_with_file("weights_h5")
 
 
+def expected_generation(case):
+    """The generation the file really holds.
+
+    Some k212 `experimental/` fixtures recorded a legacy optimizer (truth `optimizer.module`
+    `keras.optimizers.legacy.*`, names `SGD/iter:0`) although truth `generation` says
+    `experimental`; the file is what the reader must follow.
+    """
+    module = case.truth["optimizer"].get("module") or ""
+    return "v2" if ".legacy" in module and case.generation == "experimental" else case.generation
+
+
 def _ids(pairs):
     return ["%s/%s" % (case.id, name) for case, name in pairs]
 
@@ -28,7 +39,7 @@ def _inner(case):
 
 def _check_common(state, case):
     state.validate()
-    assert state.generation == case.generation
+    assert state.generation == expected_generation(case)
     for per_var in state.slots.values():
         assert all(isinstance(t, LazyTensor) for t in per_var.values())
     for var, per_var in state.slots.items():
@@ -65,7 +76,7 @@ def test_reads_real_archive(case, name):
     state = keras_archive.FORMAT.read(path)
     assert state.source["keras_version"] == case.truth["versions"].get("keras")
     assert state.variable_names == [w["name"].split(":")[0] for w in case.truth["model_weights"]]
-    if case.generation == "v2":  # LAYOUTS §1.4: Keras drops legacy optimizer state from .keras
+    if expected_generation(case) == "v2":  # LAYOUTS §1.4: Keras drops legacy optimizer state from .keras
         assert state.slots == {} and state.iterations is None
         assert state.warnings[0].startswith("the file holds no optimizer state: Keras dropped it on save")
         assert state.source["missing"] == ["optimizer"]
