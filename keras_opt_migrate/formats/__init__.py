@@ -8,9 +8,10 @@ too, so they are tried before the generic Keras HDF5 adapter.
 import os
 
 from ..errors import FormatError, UnsupportedFormatError
-from . import hdf5, keras_archive, native, tf1_checkpoint, tf_checkpoint
+from . import hdf5, keras_archive, native, savedmodel, tf1_checkpoint, tf_checkpoint
 
-REGISTRY = [native.FORMAT, tf_checkpoint.FORMAT, tf1_checkpoint.FORMAT, keras_archive.WEIGHTS_FORMAT, keras_archive.FORMAT, hdf5.FORMAT]
+REGISTRY = [native.FORMAT, tf_checkpoint.FORMAT, tf1_checkpoint.FORMAT, savedmodel.FORMAT,
+            keras_archive.WEIGHTS_FORMAT, keras_archive.FORMAT, hdf5.FORMAT]
 
 
 def register(fmt, before=None):

@@ -1,0 +1,160 @@
+"""Keras 2 SavedModel directories (`model.save('sm', save_format='tf')`).
+
+The optimizer state is in `sm/variables/variables`, an object-based checkpoint with the
+`save_weights` keys (plus `keras_api/metrics/...`), read by `tf_checkpoint`. What the
+checkpoint cannot tell is in `sm/keras_metadata.pb`, a `SavedMetadata` protobuf: one node
+per Keras object, each with a JSON `metadata` string. The root's JSON has
+`training_config.optimizer_config` (the algorithm and its config) and each layer's node
+(`root.layer_with_weights-0`) its name, which names the model variables (`hidden/kernel`).
+The protobuf is decoded here from its wire format: no graph is loaded, nothing is run, and
+tf_keras is not needed.
+"""
+
+import json
+import os
+
+from ..errors import FormatError
+from ..optimizers.registry import spec_for_class
+from ..optimizers.spec import GENERATIONS
+from .base import MAX_JSON_BYTES, Format
+from .tf_bundle import Bundle
+from .tf_checkpoint import read_object_graph
+
+METADATA_FILE = "keras_metadata.pb"
+VARIABLES_PREFIX = os.path.join("variables", "variables")
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+# SavedMetadata: field 1 = repeated SavedObject; SavedObject: 3 node_path, 4 identifier, 5 metadata.
+NODES_FIELD, PATH_FIELD, IDENTIFIER_FIELD, METADATA_FIELD = 1, 3, 4, 5
+WRAPPER_CLASSES = ("LossScaleOptimizer", "LossScaleOptimizerV3")
+
+
+class SavedModelFormat(Format):
+    name = "savedmodel"
+    description = "Keras 2 SavedModel directory (variables/variables + keras_metadata.pb)"
+
+    def validate(self, path):
+        return (os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in SAVED_MODEL_FILES)
+                and os.path.isfile(os.path.join(path, VARIABLES_PREFIX + ".index")))
+
+    def read(self, path, optimizer=None, variables=None, config=None, **options):
+        origin = str(path)
+        meta_path = os.path.join(path, METADATA_FILE)
+        warnings = []
+        if os.path.isfile(meta_path):
+            nodes = read_saved_metadata(meta_path)
+        else:
+            nodes = {}
+            warnings.append("no %s: the optimizer's class and config and the layer names are unknown" % METADATA_FILE)
+        root = nodes.get("root", {})
+        class_name, file_config = _optimizer_config(root)
+        hint = optimizer or _algorithm(class_name)
+        layer_names = {p.split(".", 1)[1]: m["name"] for p, m in nodes.items()
+                       if p.startswith("root.") and p.count(".") == 1 and isinstance(m.get("name"), str)}
+
+        bundle = Bundle(os.path.join(path, VARIABLES_PREFIX), origin=origin)
+        graph = bundle.object_graph()
+        if graph is None:
+            raise FormatError(origin, "%s has no object graph" % VARIABLES_PREFIX)
+        state = read_object_graph(bundle, graph, origin, optimizer=hint, variables=variables, config=config,
+                                  rename=lambda p: _rename(p, layer_names), file_config=file_config)
+        state.warnings.extend(warnings)
+        state.source.update(format=self.name, path=origin, checkpoint=VARIABLES_PREFIX)
+        if class_name:
+            state.source["class_name"] = class_name
+        if root.get("keras_version"):
+            state.source["keras_version"] = root["keras_version"]
+        return state
+
+
+def _rename(path, layer_names):
+    """`layer_with_weights-0/kernel` -> `hidden/kernel` when the metadata names the layer."""
+    head, sep, tail = path.partition("/")
+    return layer_names[head] + sep + tail if head in layer_names else path
+
+
+def _optimizer_config(root):
+    """(class name, config) of the compiled optimizer, unwrapping a loss-scale wrapper."""
+    opt = (root.get("training_config") or {}).get("optimizer_config") or {}
+    class_name, config = opt.get("class_name"), dict(opt.get("config") or {})
+    if class_name and class_name.split(">")[-1] in WRAPPER_CLASSES:
+        inner = config.get("inner_optimizer") or {}
+        class_name, config = inner.get("class_name"), dict(inner.get("config") or {})
+    return class_name, config
+
+
+def _algorithm(class_name):
+    if not class_name:
+        return None
+    for generation in GENERATIONS:
+        spec = spec_for_class(class_name, generation)
+        if spec is not None:
+            return spec.name
+    return None
+
+
+# -- SavedMetadata wire format -------------------------------------------------------------------
+def read_saved_metadata(path):
+    """{node_path: parsed metadata JSON} of a `keras_metadata.pb` (FormatError if malformed)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+    except OSError as e:
+        raise FormatError(path, "cannot read: %s" % e) from e
+    if len(data) > MAX_JSON_BYTES:
+        raise FormatError(path, "larger than %d bytes; refused" % MAX_JSON_BYTES)
+    out = {}
+    try:
+        for field, value in _fields(data):
+            if field != NODES_FIELD or not isinstance(value, bytes):
+                continue
+            node = {f: v for f, v in _fields(value) if f in (PATH_FIELD, IDENTIFIER_FIELD, METADATA_FIELD)}
+            node_path = node.get(PATH_FIELD, b"").decode("utf-8")
+            meta = node.get(METADATA_FIELD, b"").decode("utf-8")
+            parsed = json.loads(meta) if meta else {}
+            out[node_path] = parsed if isinstance(parsed, dict) else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FormatError(path, "not a valid SavedMetadata protobuf: %s" % e) from e
+    return out
+
+
+def _varint(data, i):
+    result = shift = 0
+    while True:
+        if i >= len(data):
+            raise ValueError("truncated varint at byte %d" % i)
+        byte = data[i]
+        i += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return result, i
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes at byte %d" % i)
+
+
+def _fields(data):
+    """Yield (field number, int or bytes) of one protobuf message."""
+    i = 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(data, i)
+        elif wire == 2:
+            n, i = _varint(data, i)
+            if i + n > len(data):
+                raise ValueError("field %d runs past the end of the data" % field)
+            value, i = bytes(data[i:i + n]), i + n
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            if i + width > len(data):
+                raise ValueError("field %d runs past the end of the data" % field)
+            value, i = int.from_bytes(data[i:i + width], "little"), i + width
+        else:
+            raise ValueError("unsupported wire type %d for field %d" % (wire, field))
+        if field == 0:
+            raise ValueError("field number 0")
+        yield field, value
+
+
+FORMAT = SavedModelFormat()
