@@ -7,6 +7,7 @@ Keras 3: `accumulated_grad`, `accumulated_delta_var`, interleaved; Keras v1:
 (name-based `<var>/Adadelta`, `<var>/Adadelta_1`).
 """
 
+from ._lazy_tf import tf
 from .spec import AlgorithmSpec, interleaved, slot_major
 
 SPEC = AlgorithmSpec(
@@ -33,3 +34,32 @@ SPEC = AlgorithmSpec(
     tracked={g: {"_accumulated_grads": "accumulated_grad", "_accumulated_delta_vars": "accumulated_delta_var"}
              for g in ("experimental", "keras3")},
 )
+
+
+# -- update math ------------------------------------------------------------------------
+# v2 calls TF's fused Adadelta kernels; the 2.11+ optimizer writes the same rule in TF ops
+# and densifies the update of a sparse gradient.
+
+def v2_apply(var, accum_grad, accum_var, grad, lr, rho, epsilon, indices=None, use_locking=True):
+    """v2: `ResourceApplyAdadelta` / `ResourceSparseApplyAdadelta`."""
+    args = dict(var=var.handle, accum=accum_grad.handle, accum_update=accum_var.handle, lr=lr, rho=rho,
+                epsilon=epsilon, grad=grad, use_locking=use_locking)
+    if indices is None:
+        return tf.raw_ops.ResourceApplyAdadelta(**args)
+    return tf.raw_ops.ResourceSparseApplyAdadelta(indices=indices, **args)
+
+
+def update(var, accumulated_grad, accumulated_delta_var, grad, lr, rho, epsilon):
+    """2.11+ Adadelta step; `rho`, `epsilon` are Python numbers."""
+    def rms(x):
+        return tf.sqrt(x + epsilon)
+
+    if isinstance(grad, tf.IndexedSlices):
+        accumulated_grad.assign_add((rho - 1) * accumulated_grad)
+        accumulated_grad.scatter_add(tf.IndexedSlices((1 - rho) * tf.square(grad.values), grad.indices))
+        grad = tf.convert_to_tensor(grad)
+    else:
+        accumulated_grad.assign(rho * accumulated_grad + (1 - rho) * grad * grad)
+    delta_var = -rms(accumulated_delta_var) * grad / rms(accumulated_grad)
+    accumulated_delta_var.assign(rho * accumulated_delta_var + (1 - rho) * delta_var * delta_var)
+    var.assign_add(lr * delta_var)

@@ -8,6 +8,7 @@ TF1 `RMSPropOptimizer` initialises `rms` to ONES (Keras: zeros), always keeps `m
 and names per variable `<var>/RMSProp` (rms), then `mg` if centered, then `momentum`.
 """
 
+from ._lazy_tf import tf
 from .spec import AlgorithmSpec, slot_major
 
 
@@ -53,3 +54,89 @@ SPEC = AlgorithmSpec(
     tracked={g: {"_velocities": "velocity", "_momentums": "momentum", "_average_gradients": "average_gradient"}
              for g in ("experimental", "keras3")},
 )
+
+
+# -- update math ------------------------------------------------------------------------
+# v2 uses TF's fused (Centered)RMSProp kernels when momentum > 0 and TF ops otherwise,
+# dividing by sqrt(ms) + epsilon; the 2.11+ optimizer multiplies by rsqrt(ms + epsilon)
+# (epsilon inside the root), and keeps momentum as `mom = momentum * mom + increment`.
+
+def v2_apply_fused(var, ms, mom, grad, c, mg=None, indices=None, use_locking=True):
+    """v2 with momentum: `Resource[Sparse]Apply[Centered]RMSProp`."""
+    args = dict(var=var.handle, ms=ms.handle, mom=mom.handle, lr=c["lr_t"], rho=c["rho"],
+                momentum=c["momentum"], epsilon=c["epsilon"], grad=grad, use_locking=use_locking)
+    if indices is not None:
+        args["indices"] = indices
+    if mg is None:
+        op = tf.raw_ops.ResourceApplyRMSProp if indices is None else tf.raw_ops.ResourceSparseApplyRMSProp
+        return op(**args)
+    op = tf.raw_ops.ResourceApplyCenteredRMSProp if indices is None else tf.raw_ops.ResourceSparseApplyCenteredRMSProp
+    return op(mg=mg.handle, **args)
+
+
+def v2_apply_dense(var, ms, grad, c, mg=None, use_locking=True):
+    """v2 without momentum, dense."""
+    rms_t = tf.compat.v1.assign(ms, c["rho"] * ms + c["one_minus_rho"] * tf.square(grad), use_locking=use_locking)
+    denom_t = rms_t
+    if mg is not None:
+        mg_t = tf.compat.v1.assign(mg, c["rho"] * mg + c["one_minus_rho"] * grad, use_locking=use_locking)
+        denom_t = rms_t - tf.square(mg_t)
+    var_t = var - c["lr_t"] * grad / (tf.sqrt(denom_t) + c["epsilon"])
+    return tf.compat.v1.assign(var, var_t, use_locking=use_locking).op
+
+
+def _scatter_add(x, indices, updates):
+    with tf.control_dependencies([tf.raw_ops.ResourceScatterAdd(resource=x.handle, indices=indices,
+                                                                updates=updates)]):
+        return x.value()
+
+
+def v2_apply_sparse(var, ms, grad, indices, c, mg=None, use_locking=True):
+    """v2 without momentum, sparse (unique indices)."""
+    rms_t = tf.compat.v1.assign(ms, ms * c["rho"], use_locking=use_locking)
+    with tf.control_dependencies([rms_t]):
+        rms_t = _scatter_add(ms, indices, (grad * grad) * c["one_minus_rho"])
+        denom_slice = tf.gather(rms_t, indices)
+    ops = [rms_t]
+    if mg is not None:
+        mg_t = tf.compat.v1.assign(mg, mg * c["rho"], use_locking=use_locking)
+        with tf.control_dependencies([mg_t]):
+            mg_t = _scatter_add(mg, indices, grad * c["one_minus_rho"])
+            denom_slice = denom_slice - tf.square(tf.gather(mg_t, indices))
+        ops.append(mg_t)
+    var_update = _scatter_add(var, indices, c["neg_lr_t"] * grad / (tf.sqrt(denom_slice) + c["epsilon"]))
+    return tf.group(var_update, *ops)
+
+
+def update(var, velocity, grad, lr, rho, epsilon, momentum=0.0, mom=None, average_grad=None):
+    """2.11+ RMSprop step; `rho`, `epsilon`, `momentum` are Python numbers."""
+    if isinstance(grad, tf.IndexedSlices):
+        velocity.assign(rho * velocity)
+        velocity.scatter_add(tf.IndexedSlices(tf.square(grad.values) * (1 - rho), grad.indices))
+        if average_grad is not None:
+            average_grad.assign(rho * average_grad)
+            average_grad.scatter_add(tf.IndexedSlices(grad.values * (1 - rho), grad.indices))
+            denominator = velocity - tf.square(average_grad) + epsilon
+        else:
+            denominator = velocity + epsilon
+        increment = tf.IndexedSlices(lr * grad.values * tf.math.rsqrt(tf.gather(denominator, grad.indices)),
+                                     grad.indices)
+        if mom is not None:
+            mom.assign(momentum * mom)
+            mom.scatter_add(increment)
+            var.assign_add(-mom)
+        else:
+            var.scatter_add(-increment)
+        return
+    velocity.assign(rho * velocity + (1 - rho) * tf.square(grad))
+    if average_grad is not None:
+        average_grad.assign(rho * average_grad + (1 - rho) * grad)
+        denominator = velocity - tf.square(average_grad) + epsilon
+    else:
+        denominator = velocity + epsilon
+    increment = lr * grad * tf.math.rsqrt(denominator)
+    if mom is not None:
+        mom.assign(momentum * mom + increment)
+        var.assign_add(-mom)
+    else:
+        var.assign_add(-increment)

@@ -1,0 +1,60 @@
+"""Small pieces both optimizer generations use: sparse gradients, empty gradients, names."""
+
+import logging
+import re
+
+import tensorflow as tf
+
+from ..errors import KerasOptMigrateError
+
+log = logging.getLogger("keras_opt_migrate")
+
+
+def deduplicate_indexed_slices(values, indices):
+    """Sum the rows of a sparse gradient that share an index (Keras' `_deduplicate_indexed_slices`).
+
+    Returns (summed values, unique indices); unique indices keep first-seen order.
+    """
+    unique_indices, positions = tf.unique(indices)
+    summed = tf.math.unsorted_segment_sum(values, positions, tf.shape(unique_indices)[0])
+    return summed, unique_indices
+
+
+def filter_empty_gradients(grads_and_vars):
+    """Drop (None, var) pairs; raise when no variable has a gradient (as Keras does)."""
+    grads_and_vars = tuple(grads_and_vars)
+    if not grads_and_vars:
+        return grads_and_vars
+    kept = tuple((g, v) for g, v in grads_and_vars if g is not None)
+    if not kept:
+        raise KerasOptMigrateError(
+            "No gradients provided for any variable: %s. Check that the loss depends on the variables."
+            % ([v.name for _, v in grads_and_vars],))
+    missing = [v.name for g, v in grads_and_vars if g is None]
+    if missing:
+        log.warning("Gradients do not exist for variables %s when minimizing the loss.", missing)
+    return kept
+
+
+def all_reduce_sum_gradients(grads_and_vars):
+    """Sum gradients across replicas; outside a distribution strategy this is the identity."""
+    grads_and_vars = list(grads_and_vars)
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return grads_and_vars
+    present = [(g, v) for g, v in grads_and_vars if g is not None]
+    if not present:
+        return grads_and_vars
+    reduced = iter(tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, [g for g, _ in present]))
+    return [(None, v) if g is None else (next(reduced), v) for g, v in grads_and_vars]
+
+
+def to_snake_case(name):
+    intermediate = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", intermediate).lower()
+
+
+def check_non_negative(**values):
+    for key, value in values.items():
+        if value is not None and not callable(value) and not tf.is_tensor(value) and value < 0:
+            raise KerasOptMigrateError("`%s` must be >= 0. Received: %s=%r" % (key, key, value))

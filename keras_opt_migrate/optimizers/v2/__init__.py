@@ -1,0 +1,46 @@
+"""The v2 generation: `tf.keras.optimizers.legacy.*` (OptimizerV2) and tfa's LazyAdam.
+
+`serialize`, `deserialize` and `get` follow `keras.optimizers` of that era: names are
+case-insensitive, configs are `{"class_name", "config"}` dicts.
+"""
+
+from ...errors import UnknownOptimizerError
+from .base import OptimizerV2
+from .optimizers import ALL, SGD, Adadelta, Adagrad, Adam, Adamax, Ftrl, LazyAdam, Nadam, RMSprop, RMSProp
+
+Optimizer = OptimizerV2
+CLASSES = {cls.__name__.lower(): cls for cls in ALL}
+CLASSES.update({"rmsprop": RMSprop, "addons>lazyadam": LazyAdam})
+
+__all__ = ["Optimizer", "OptimizerV2", "SGD", "Adam", "LazyAdam", "Adagrad", "Adadelta", "Adamax", "Nadam",
+           "RMSprop", "RMSProp", "Ftrl", "serialize", "deserialize", "get"]
+
+
+def serialize(optimizer):
+    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
+
+
+def deserialize(config, custom_objects=None):
+    """An optimizer from `{"class_name": ..., "config": {...}}` (class name case-insensitive)."""
+    custom_objects = dict(custom_objects or {})
+    name = config["class_name"]
+    cls = custom_objects.get(name) or CLASSES.get(name.lower()) or CLASSES.get(name.split(">")[-1].lower())
+    if cls is None:
+        raise UnknownOptimizerError("unknown v2 optimizer %r; expected one of %s" % (name, ", ".join(
+            sorted(c.__name__ for c in ALL))))
+    return cls.from_config(dict(config.get("config", {})), custom_objects=custom_objects)
+
+
+def get(identifier):
+    """An optimizer from an instance, a name (`"adam"`), or a serialized config dict.
+
+    TF1 `tf.compat.v1.train.Optimizer` instances are not wrapped yet (the v1 generation is a
+    separate issue): they raise UnknownOptimizerError.
+    """
+    if isinstance(identifier, OptimizerV2):
+        return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if isinstance(identifier, str):
+        return deserialize({"class_name": identifier, "config": {}})
+    raise UnknownOptimizerError("Could not interpret optimizer identifier: %r" % (identifier,))
