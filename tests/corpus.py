@@ -50,9 +50,13 @@ class Case:
         return self.truth["generation"]
 
     def spec(self):
-        cls = self.truth["optimizer"].get("class_name") or ""
-        spec = spec_for_class(cls, self.generation)
-        return spec
+        """The algorithm spec of the optimizer that wrote the case (the inner one of a loss-scale wrapper)."""
+        opt = self.truth["optimizer"]
+        config = opt.get("config") or {}
+        inner = config.get("inner_optimizer") or config.get("optimizer")
+        if isinstance(inner, dict) and inner.get("class_name"):
+            opt = inner
+        return spec_for_class(opt.get("class_name") or "", self.generation)
 
     def opt_array(self, i):
         return self.arrays["opt/%d" % i]
