@@ -63,7 +63,7 @@ class Tf1CheckpointFormat(Format):
         if slots:
             model_keys = [k for k in model_keys if k in {var for var, _, _ in slots}]
         state.variables = _variables(bundle, model_keys, prefix, variables, origin, state.warnings)
-        order = {v: spec_v.name for v, spec_v in zip(_ordered(model_keys, prefix), state.variables)}
+        order = {v: spec_v.name for v, spec_v in zip(_ordered(model_keys, prefix, variables), state.variables)}
         entries = [(order[var], suffix_to_slot[suffix], key, bundle.tensor(key)) for var, suffix, key in slots]
         attach_named(state, entries, origin)
         for var, per in state.slots.items():
@@ -102,9 +102,12 @@ def _identify(slots, others, hint, config, origin):
                            % (origin, ", ".join(sorted(bases))))
     base = next(iter(bases), None)
     fits, tables = [], {}
+    named_by = {_default_name(s) for s in SPECS.values() if "tf1" in s.names and s.names["tf1"]}
     for spec in SPECS.values():
         if "tf1" not in spec.names or (hint and spec is not get_spec(hint)):
             continue
+        if hint and base in named_by and base != _default_name(spec):
+            continue  # the keys carry another optimizer's default name
         name = base if (hint or base is None) else _default_name(spec)
         if base is not None and name != base:
             continue
@@ -123,8 +126,11 @@ def _identify(slots, others, hint, config, origin):
     return base or _default_name(spec), spec, tables.get(spec.name, {})
 
 
-def _ordered(model_keys, prefix):
-    """Model variable keys in creation order (`.meta` trainable_variables), else key order."""
+def _ordered(model_keys, prefix, hint=None):
+    """Model variable keys in creation order: the `variables` hint when it names the keys, else
+    the `.meta` trainable_variables collection, else key order."""
+    if hint is not None and sorted(v.name for v in hint) == sorted(model_keys):
+        return [v.name for v in hint]
     order = _meta_order(prefix)
     if order is None:
         return list(model_keys)
@@ -153,7 +159,7 @@ def _meta_order(prefix):
 
 
 def _variables(bundle, model_keys, prefix, hint, origin, warnings):
-    ordered = _ordered(model_keys, prefix)
+    ordered = _ordered(model_keys, prefix, hint)
     found = [VariableSpec(k, bundle.shapes[k], bundle.numpy_dtype(k).name) for k in ordered]
     if hint is not None:
         if [tuple(v.shape) for v in hint] != [tuple(v.shape) for v in found]:
