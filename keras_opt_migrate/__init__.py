@@ -5,7 +5,10 @@ versioned schema (`OptimizerState`), audit it, and (see `convert`, `restore_into
 between generations and formats.
 """
 
-from .api import load_state, save_state
+from .api import convert, load_state, save_state, upgrade
+from .audit import audit
+from .diff import diff
+from .migrate import migrate
 from .errors import (FormatError, KerasOptMigrateError, MappingError, SchemaError, UnknownOptimizerError,
                      UnsupportedFormatError)
 from .schema import SCHEMA_VERSION, LazyTensor, OptimizerState, VariableSpec
@@ -13,7 +16,7 @@ from .schema import SCHEMA_VERSION, LazyTensor, OptimizerState, VariableSpec
 __version__ = "0.1.0"
 
 __all__ = [
-    "load_state", "save_state", "OptimizerState", "VariableSpec", "LazyTensor", "SCHEMA_VERSION",
+    "load_state", "save_state", "audit", "convert", "upgrade", "diff", "migrate", "OptimizerState", "VariableSpec", "LazyTensor", "SCHEMA_VERSION",
     "KerasOptMigrateError", "FormatError", "UnsupportedFormatError", "SchemaError", "MappingError",
     "UnknownOptimizerError",
 ]

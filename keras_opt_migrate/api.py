@@ -1,6 +1,9 @@
 """The library's entry points for reading and writing optimizer state."""
 
+import contextlib
 import os
+import shutil
+import tempfile
 
 from . import formats
 from .errors import FormatError, KerasOptMigrateError
@@ -68,3 +71,96 @@ def save_state(state, path):
 def _one_line(error):
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:500]
+
+
+# -- conversion -----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _staged_output(dst, force):
+    """Yield a path inside a staging directory beside `dst`; move what was written into place on success.
+
+    Everything written under the staged path (a file, a directory, or checkpoint files that
+    start with its name) replaces the destination only when the block finishes without an
+    error; `.index` files move last, so a reader never sees an index without its data.
+    """
+    dst = os.path.abspath(dst)
+    parent, base = os.path.dirname(dst), os.path.basename(dst)
+    if not os.path.isdir(parent):
+        raise FormatError(dst, "the output directory %s does not exist" % parent)
+    existing = [p for p in (dst, dst + ".index") if os.path.exists(p)]
+    if existing and not force:
+        raise FormatError(dst, "already exists; pass force=True (CLI --force) to overwrite it")
+    stage = tempfile.mkdtemp(prefix=".%s.stage-" % base, dir=parent)
+    try:
+        yield os.path.join(stage, base)
+        produced = sorted(os.listdir(stage), key=lambda n: (n.endswith(".index"), n))
+        if not produced:
+            raise FormatError(dst, "the writer produced no file")
+        for name in produced:
+            target = os.path.join(parent, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(stage, name), target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _target_format(dst, fmt, source_format):
+    if fmt:
+        return formats.get_format(fmt)
+    lower = str(dst).lower()
+    for candidate in formats.REGISTRY:
+        if candidate.can_write and any(lower.endswith(ext) for ext in candidate.extensions):
+            return candidate
+    if source_format == "savedmodel" and not os.path.splitext(lower)[1]:
+        return formats.get_format("savedmodel")
+    return formats.get_format("tf_checkpoint")
+
+
+def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=False, dry_run=False,
+            force=False, progress=None, source_optimizer=None, variables=None, source_config=None):
+    """Convert the optimizer state in `src` to generation `to` and write it to `dst`.
+
+    Reads `src` (never modifies it), converts through the schema (`migrate`), writes `dst` in
+    `format` (by default from its extension; a TF checkpoint prefix otherwise) via a staging
+    directory, reads the result back and checks it equals the converted state, and only then
+    moves it into place. Returns the ConversionReport. `dry_run=True` writes nothing.
+    source_optimizer / variables / source_config: hints for reading `src` (see load_state).
+    progress(done, total, what): optional callback, called per tensor written.
+    """
+    from .diff import diff
+    from .migrate import migrate
+    state = load_state(src, optimizer=source_optimizer, variables=variables, config=source_config)
+    target, report = migrate(state, to, optimizer=optimizer, config=config, partial=partial)
+    fmt = _target_format(dst, format, state.source.get("format"))
+    if not fmt.can_write:
+        raise FormatError(dst, "writing the %s format is not supported" % fmt.name)
+    if fmt.generations and to not in fmt.generations:
+        raise FormatError(dst, "the %s format cannot hold %s optimizer state; it holds %s"
+                          % (fmt.name, to, ", ".join(fmt.generations)))
+    report.target_format = fmt.name
+    if dry_run:
+        return report
+    model = formats.detect(src).read_model(src) if fmt.needs_model else None
+    with _staged_output(dst, force) as staged:
+        fmt.write(target, staged, model=model, progress=progress)
+        back = fmt.read(staged, optimizer=target.optimizer, variables=target.variables, config=target.config)
+        check = diff(target, back, atol=0.0)
+        if not check.equal:
+            raise FormatError(dst, "the written file does not read back as the converted state (%s); nothing was "
+                                   "written" % "; ".join(str(e) for e in check.entries[:3]))
+    return report
+
+
+def upgrade(src, dst, **options):
+    """Convert to the newest target that fits the source: Keras 3, as `.keras` for full-model files.
+
+    Full-model files (`.h5`, `.keras`, SavedModel) become a Keras 3 `.keras` archive, TF
+    checkpoints the Keras 3 checkpoint layout, `.weights.h5` a Keras 3 `.weights.h5`.
+    """
+    source = formats.detect(src)
+    if source.name in ("keras_h5", "keras_archive", "savedmodel") and not str(dst).endswith(".keras"):
+        raise FormatError(dst, "upgrading a full-model file writes a Keras 3 .keras archive; name the output "
+                               "*.keras")
+    fmt = "keras_archive" if source.name in ("keras_h5", "keras_archive", "savedmodel") else None
+    return convert(src, dst, "keras3", format=options.pop("format", None) or fmt, **options)

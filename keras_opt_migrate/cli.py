@@ -73,6 +73,53 @@ def cmd_audit(args):
     return EXIT_FINDINGS if (args.strict and result.findings) else EXIT_OK
 
 
+class _Progress:
+    """Tensor-count progress on stderr, shown only for long conversions on a terminal."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+        self.shown = False
+
+    def __call__(self, done, total, what=""):
+        if not self.enabled or total < 50:
+            return
+        sys.stderr.write("\r%s: %d/%d tensors %s" % (PROG, done, total, str(what)[:40].ljust(40)))
+        self.shown = True
+        if done >= total:
+            sys.stderr.write("\n")
+
+
+def _convert_options(args):
+    load = _load_options(args)
+    return {"source_optimizer": load["optimizer"], "variables": load["variables"], "source_config": load["config"],
+            "format": args.to_format, "partial": args.partial, "dry_run": args.dry_run, "force": args.force,
+            "progress": _Progress(sys.stderr.isatty() and not args.json)}
+
+
+def _print_conversion(args, report):
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1, sort_keys=True, default=str))
+        return
+    print(report.format_text())
+    print("(dry run: nothing written)" if args.dry_run else "wrote %s (%s)" % (args.dst, report.target_format))
+
+
+def cmd_convert(args):
+    from .api import convert
+    options = _convert_options(args)
+    target_config = json.loads(args.target_config) if args.target_config else None
+    report = convert(args.src, args.dst, args.to, optimizer=args.to_optimizer, config=target_config, **options)
+    _print_conversion(args, report)
+    return EXIT_OK
+
+
+def cmd_upgrade(args):
+    from .api import upgrade
+    report = upgrade(args.src, args.dst, **_convert_options(args))
+    _print_conversion(args, report)
+    return EXIT_OK
+
+
 def cmd_diff(args):
     from .diff import diff
     result = diff(args.a, args.b, atol=args.atol, **_load_options(args))
@@ -100,6 +147,35 @@ def build_parser():
     _add_load_options(p)
     p.set_defaults(func=cmd_audit)
 
+    def add_write_options(p):
+        p.add_argument("src")
+        p.add_argument("dst")
+        p.add_argument("--format", dest="to_format", help="output format (default: from DST's extension; "
+                                                          "a TF checkpoint prefix otherwise)")
+        p.add_argument("--source-format", dest="format", help="read SRC as this format instead of detecting it")
+        p.add_argument("--optimizer", help="SRC's algorithm, when the file cannot tell")
+        p.add_argument("--variables", help="SRC's model variables in order (see inspect --help)")
+        p.add_argument("--config", help="JSON hyperparameters SRC lacks")
+        p.add_argument("--partial", action="store_true",
+                       help="convert what can be carried with certainty and zero-initialise or drop the rest "
+                            "(reported), instead of refusing")
+        p.add_argument("--dry-run", action="store_true", help="print the per-slot report, write nothing")
+        p.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+        p.add_argument("--json", action="store_true", help="machine-readable report")
+
+    p = sub.add_parser("convert", help="convert optimizer state to another generation and/or format")
+    add_write_options(p)
+    p.add_argument("--to", required=True, choices=["v1", "v2", "experimental", "keras3", "tf1"],
+                   help="target API generation")
+    p.add_argument("--to-optimizer", help="target algorithm when it differs (e.g. adamw from adam)")
+    p.add_argument("--target-config", help="JSON hyperparameters to set on the target (e.g. weight_decay)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("upgrade", help="convert to the newest target that fits: Keras 3 (.keras for full-model "
+                                       "files, the Keras 3 layout for TF checkpoints)")
+    add_write_options(p)
+    p.set_defaults(func=cmd_upgrade)
+
     p = sub.add_parser("diff", help="compare two optimizer states slot by slot (exit 1 when they differ)")
     p.add_argument("a")
     p.add_argument("b")
@@ -116,7 +192,8 @@ def _version():
 
 
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ start-up chatter is not for our users; an explicit setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
     from .errors import KerasOptMigrateError

@@ -36,6 +36,20 @@ SUBSTITUTES = {
 }
 # Config keys that only mean something to some generations.
 LR_DECAY_GENERATIONS = ("v1", "v2")
+# The base-class hyperparameters each generation's optimizers accept (algorithm keys such as
+# beta_1 or rho are carried as they are).
+BASE_KEYS = {
+    "v1": {"learning_rate", "decay", "clipnorm", "clipvalue"},
+    "v2": {"name", "learning_rate", "decay", "clipnorm", "clipvalue", "global_clipnorm"},
+    "experimental": {"name", "learning_rate", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
+                     "ema_momentum", "ema_overwrite_frequency", "jit_compile", "is_legacy_optimizer"},
+    "keras3": {"name", "learning_rate", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
+               "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps"},
+    "tf1": {"name", "learning_rate", "use_locking"},
+}
+# Base keys whose non-default value changes the training trajectory when dropped.
+TRAJECTORY_KEYS = {"weight_decay", "use_ema", "gradient_accumulation_steps", "loss_scale_factor", "clipnorm",
+                   "clipvalue", "global_clipnorm"}
 
 
 @dataclasses.dataclass
@@ -70,6 +84,7 @@ class ConversionReport:
     continuation: str = EXACT
     continuation_reason: str = ""
     partial: bool = False
+    target_format: Optional[str] = None
 
     def add(self, *args, **kwargs):
         self.items.append(ReportItem(*args, **kwargs))
@@ -84,7 +99,7 @@ class ConversionReport:
         return {"source": {"optimizer": self.source_optimizer, "generation": self.source_generation},
                 "target": {"optimizer": self.target_optimizer, "generation": self.target_generation},
                 "continuation": self.continuation, "continuation_reason": self.continuation_reason,
-                "partial": self.partial, "counts": self.counts(), "items": [i.to_json() for i in self.items]}
+                "partial": self.partial, "target_format": self.target_format, "counts": self.counts(), "items": [i.to_json() for i in self.items]}
 
     def format_text(self):
         counts = self.counts()
@@ -118,12 +133,10 @@ class _Refusals:
 
 def target_algorithm(state, to, optimizer=None):
     """(target spec, note) for converting `state` to generation `to`."""
-    if optimizer:
-        return get_spec(optimizer), None
-    spec = get_spec(state.optimizer)
+    spec = get_spec(optimizer or state.optimizer)
     if to in spec.layouts:
         return spec, None
-    if spec.name in SUBSTITUTES:
+    if spec.name in SUBSTITUTES and not optimizer:
         name, note = SUBSTITUTES[spec.name]
         if to in get_spec(name).layouts:
             return get_spec(name), note
@@ -207,6 +220,14 @@ def _convert_config(state, to, target_spec, overrides, report, refusals):
         config.setdefault("decay", 0.0)
     if to == "v1" and config.get("epsilon") is None and "epsilon" in config:
         config["epsilon"] = 1e-7
+    all_base = set().union(*BASE_KEYS.values())
+    for key in sorted(k for k in config if k in all_base and k not in BASE_KEYS[to]):
+        value = config.pop(key)
+        if key == "name" or value in (None, False, 0, 0.0) or (key == "ema_momentum" and not config.get("use_ema")):
+            continue
+        if key in TRAJECTORY_KEYS:
+            refusals.refuse("%s=%r has no equivalent in %s" % (key, value, to))
+        report.add("dropped", "config", key, detail="%s optimizers take no %s (was %r)" % (to, key, value))
     for key, value in overrides.items():
         if config.get(key) != value:
             report.add("derived", "config", key, detail="set by the caller: %r (was %r)" % (value, config.get(key)))

@@ -12,8 +12,10 @@ a TF checkpoint, ...).
 """
 
 import contextlib
+import dataclasses
 import os
 import tempfile
+from typing import Any, List, Optional, Tuple
 
 from ..errors import FormatError
 
@@ -77,12 +79,44 @@ def atomic_output(path, directory=False):
         raise
 
 
+@dataclasses.dataclass
+class ModelPayload:
+    """The model a full-model or weights file carries besides the optimizer state.
+
+    Writers of full-model formats (`.keras`, `.h5`, SavedModel, TF checkpoints that
+    `model.load_weights` reads) need it; `read_model` of the source adapter provides it.
+    weights: (name, tensor, trainable) in the model's own weight order.
+    config: the model's Keras config as stored in the source (None for bare checkpoints).
+    """
+
+    weights: List[Tuple[str, Any, bool]]
+    config: Optional[dict] = None
+    keras_version: Optional[str] = None
+    source_format: Optional[str] = None
+    source_path: Optional[str] = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
 class Format:
-    """Base class with defaults for the optional parts of the protocol."""
+    """Base class with defaults for the optional parts of the protocol.
+
+    Writers: `write(state, path, model=None, **options)` writes `state` (already in the
+    target generation) to `path`, which is a fresh path inside a staging directory: the
+    caller (`api.convert`) reads it back, verifies it and only then moves it into place, so
+    a writer needs no atomicity of its own but must write only `path` (or files starting
+    with it, for checkpoint prefixes). `needs_model` says whether `model` is required.
+    `generations` lists the generations the writer can lay out.
+    """
 
     name = "format"
     description = ""
     can_write = False
+    needs_model = False
+    generations = ()
+    extensions = ()
+
+    def read_model(self, path):
+        raise FormatError(path, "the %s format holds no model weights to carry over" % self.name)
 
     def validate(self, path):
         raise NotImplementedError

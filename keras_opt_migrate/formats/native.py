@@ -24,6 +24,8 @@ class NativeFormat(Format):
     name = "native"
     description = "keras-opt-migrate state file (HDF5, versioned schema)"
     can_write = True
+    generations = ("v1", "v2", "experimental", "keras3", "tf1")
+    extensions = (".kom.h5",)
 
     def validate(self, path):
         if not is_hdf5(path):
