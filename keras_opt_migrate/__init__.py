@@ -11,12 +11,13 @@ from .diff import diff
 from .migrate import migrate
 from .errors import (FormatError, KerasOptMigrateError, MappingError, SchemaError, UnknownOptimizerError,
                      UnsupportedFormatError)
+from .restore import restore_into
 from .schema import SCHEMA_VERSION, LazyTensor, OptimizerState, VariableSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "load_state", "save_state", "audit", "convert", "upgrade", "diff", "migrate", "OptimizerState", "VariableSpec", "LazyTensor", "SCHEMA_VERSION",
+    "load_state", "save_state", "restore_into", "audit", "convert", "upgrade", "diff", "migrate", "OptimizerState", "VariableSpec", "LazyTensor", "SCHEMA_VERSION",
     "KerasOptMigrateError", "FormatError", "UnsupportedFormatError", "SchemaError", "MappingError",
     "UnknownOptimizerError",
 ]

@@ -7,6 +7,7 @@ variables outside `variables` (checkpointed as `optimizer/_r/<i>`); Keras 3 puts
 `variables` as scalars, with non-unique paths. The 2.11+ optimizer calls `velocity` `v`.
 """
 
+from ._lazy_tf import tf
 from .spec import AlgorithmSpec, interleaved
 
 
@@ -33,3 +34,34 @@ SPEC = AlgorithmSpec(
     nonnegative=("r", "c", "velocity"),
     tracked={g: {"_r": "r", "_c": "c", "_v": "velocity"} for g in ("experimental", "keras3")},
 )
+
+
+# -- update math ------------------------------------------------------------------------
+
+def _rms(x):
+    return tf.sqrt(tf.reduce_mean(tf.square(x)))
+
+
+def update(var, r, c, v, grad, lr, iterations, beta_2_decay, epsilon_1, epsilon_2, clip_threshold, relative_step):
+    """One Adafactor step (tf_keras 2.11+ form); sparse gradients are densified.
+
+    relative_step: cap the learning rate at 1/sqrt(t) (tf_keras does this only when the
+    learning rate is not a schedule).
+    """
+    dtype = var.dtype
+    local_step = tf.cast(iterations + 1, dtype)
+    if relative_step:
+        lr = tf.minimum(lr, tf.math.rsqrt(local_step))
+    rho_t = tf.minimum(lr, tf.math.rsqrt(local_step))
+    alpha_t = tf.maximum(tf.cast(epsilon_2, dtype), _rms(var)) * rho_t
+    regulated_grad_square = tf.square(grad) + epsilon_1
+    beta_2_t = 1 - tf.pow(local_step, beta_2_decay)
+    if len(var.shape) >= 2:
+        r.assign(beta_2_t * r + (1 - beta_2_t) * tf.reduce_mean(regulated_grad_square, axis=-1))
+        c.assign(beta_2_t * c + (1 - beta_2_t) * tf.reduce_mean(regulated_grad_square, axis=-2))
+        v.assign(tf.expand_dims(r / tf.reduce_mean(r, axis=-1, keepdims=True), axis=-1) * tf.expand_dims(c, -2))
+    else:
+        v.assign(beta_2_t * v + (1 - beta_2_t) * regulated_grad_square)
+    u_t = tf.convert_to_tensor(grad) * tf.math.rsqrt(v)
+    u_t_hat = u_t / tf.maximum(tf.cast(1.0, dtype), (_rms(u_t) / clip_threshold))
+    var.assign_add(-alpha_t * u_t_hat)

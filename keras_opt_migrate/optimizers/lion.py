@@ -1,5 +1,6 @@
 """Lion (2.13+ and Keras 3). One slot, `momentum` (the 2.11+ optimizer calls it `m`)."""
 
+from ._lazy_tf import tf
 from .spec import AlgorithmSpec, slot_major
 
 SPEC = AlgorithmSpec(
@@ -13,3 +14,24 @@ SPEC = AlgorithmSpec(
     # tf_keras Lion tracks `momentums` like SGD; Keras 3 Lion uses `_momentums`.
     tracked={"experimental": {"momentums": "momentum"}, "keras3": {"_momentums": "momentum"}},
 )
+
+
+# -- update math ------------------------------------------------------------------------
+
+def update(var, m, grad, lr, beta_1, beta_2):
+    """One Lion step: var -= lr * sign(beta_1 m + (1 - beta_1) g); m = beta_2 m + (1 - beta_2) g.
+
+    Sparse gradients, as in tf_keras: m is decayed everywhere and the batch rows added, in two
+    halves around the variable update.
+    """
+    beta_1 = tf.cast(beta_1, var.dtype)
+    beta_2 = tf.cast(beta_2, var.dtype)
+    if isinstance(grad, tf.IndexedSlices):
+        m.assign(m * beta_1)
+        m.scatter_add(tf.IndexedSlices(grad.values * (1.0 - beta_1), grad.indices))
+        var.assign_sub(lr * tf.math.sign(m))
+        m.assign(m * beta_2 / beta_1)
+        m.scatter_add(tf.IndexedSlices(grad.values * (1.0 - beta_2 / beta_1), grad.indices))
+    else:
+        var.assign_sub(lr * tf.math.sign(m * beta_1 + grad * (1.0 - beta_1)))
+        m.assign(m * beta_2 + grad * (1.0 - beta_2))

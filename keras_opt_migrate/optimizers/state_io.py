@@ -1,0 +1,120 @@
+"""Our optimizers <-> `OptimizerState`: export by canonical slot name, attach by name or order.
+
+Each of our optimizers exposes `slot_variables()` -> [(model variable, {canonical slot:
+slot variable})] and `extra_variables()` -> {canonical extra: variable}; everything here
+is generation-independent.
+"""
+
+import numpy as np
+
+from ..errors import MappingError
+from ..schema import OptimizerState, VariableSpec, materialize
+
+# Algorithms whose state is interchangeable (same slots, same meaning).
+COMPATIBLE = {frozenset({"adam", "lazyadam"})}
+
+
+def variable_name(var):
+    """A model variable's name without the `:0` suffix (Keras 3 variables: their path)."""
+    name = getattr(var, "path", None) or getattr(var, "_shared_name", None) or var.name
+    return str(name).split(":")[0]
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def export_state(optimizer):
+    """The optimizer's complete state as an `OptimizerState` (numpy tensors, canonical names)."""
+    variables, slots, seen = [], {}, {}
+    for var, per_slot in optimizer.slot_variables():
+        name = variable_name(var)
+        if name in seen:  # two model variables with one name: keep both, distinguishably
+            seen[name] += 1
+            name = "%s_%d" % (name, seen[name])
+        seen.setdefault(name, 0)
+        variables.append(VariableSpec(name, tuple(var.shape), var.dtype.base_dtype.name))
+        slots[name] = {canonical: np.asarray(slot.numpy()) for canonical, slot in per_slot.items()}
+    extra = {k: np.asarray(v.numpy()) for k, v in optimizer.extra_variables().items()}
+    return OptimizerState(
+        optimizer=optimizer.SPEC.name, generation=optimizer.GENERATION, config=_plain(optimizer.get_config()),
+        iterations=int(optimizer.iterations.numpy()), variables=variables, slots=slots, extra=extra,
+        source={"format": "keras_opt_migrate", "class_name": type(optimizer).__name__})
+
+
+def check_algorithm(optimizer, state):
+    ours, theirs = optimizer.SPEC.name, state.optimizer
+    if ours != theirs and frozenset({ours, theirs}) not in COMPATIBLE:
+        raise MappingError("cannot restore %s state into %s (%s); expected state of the same algorithm"
+                           % (theirs, type(optimizer).__name__, ours))
+
+
+def match_variables(state, var_list):
+    """[(model variable, state variable name)]: by name when every name matches, else by
+    build order when the shapes agree position by position; anything else is refused."""
+    state_names = [v.name for v in state.variables]
+    var_list = list(var_list)
+    ours = [variable_name(v) for v in var_list]
+    if len(set(ours)) == len(ours) and set(ours) >= set(n for n in state_names if n in state.slots):
+        by_name = {v.name: v for v in state.variables}
+        pairs = [(var, name) for var, name in zip(var_list, ours) if name in by_name]
+        bad = [name for var, name in pairs if tuple(by_name[name].shape) != tuple(var.shape)]
+        if not bad and pairs:
+            return pairs, "name"
+    if len(state.variables) != len(var_list):
+        raise MappingError(
+            "cannot attach state for %d variables (%s) to %d model variables (%s): names do not match and the "
+            "counts differ; pass var_list in the model's build order" % (
+                len(state.variables), ", ".join(state_names[:6]), len(var_list), ", ".join(ours[:6])))
+    mismatched = ["#%d %s %s != %s %s" % (i, s.name, tuple(s.shape), ours[i], tuple(v.shape))
+                  for i, (s, v) in enumerate(zip(state.variables, var_list)) if tuple(s.shape) != tuple(v.shape)]
+    if mismatched:
+        raise MappingError("%d of %d variables cannot be attached by build order (shapes differ): %s"
+                           % (len(mismatched), len(var_list), "; ".join(mismatched[:5])))
+    return [(var, s.name) for var, s in zip(var_list, state.variables)], "order"
+
+
+def apply_state(optimizer, state, var_list):
+    """Assign `state` to the optimizer's existing slots; all checks first, nothing half-applied."""
+    check_algorithm(optimizer, state)
+    pairs, how = match_variables(state, var_list)
+    slots_of = {id(var): per for var, per in optimizer.slot_variables()}
+    problems, assignments = [], []
+    for var, name in pairs:
+        ours = slots_of.get(id(var))
+        if ours is None:
+            ours = {c: s for v, per in optimizer.slot_variables() if v is var for c, s in per.items()}
+        for canonical, value in state.slots.get(name, {}).items():
+            target = ours.get(canonical)
+            if target is None:
+                problems.append("%s: no slot %r in %s" % (name, canonical, type(optimizer).__name__))
+                continue
+            value = materialize(value)
+            if tuple(value.shape) != tuple(target.shape):
+                problems.append("%s/%s: shape %s != %s" % (name, canonical, tuple(value.shape), tuple(target.shape)))
+                continue
+            assignments.append((target, value))
+    extras = optimizer.extra_variables()
+    for key, value in state.extra.items():
+        if key in extras:
+            assignments.append((extras[key], materialize(value)))
+    if problems:
+        raise MappingError("%d of %d slots could not be attached: %s" % (
+            len(problems), len(problems) + len(assignments), "; ".join(problems[:8])))
+    for target, value in assignments:
+        target.assign(np.asarray(value, dtype=target.dtype.as_numpy_dtype))
+    if state.iterations is not None:
+        optimizer.iterations.assign(int(state.iterations))
+    state.source["mapping"] = how
+    return how
+
+
+def apply_pending_state(optimizer, var_list):
+    state, optimizer._pending_state = optimizer._pending_state, None
+    apply_state(optimizer, state, var_list)
