@@ -15,13 +15,14 @@ from .base import Optimizer
 from .nadam import Nadam
 from .rmsprop import RMSprop
 from .sgd import SGD
+from .tfoptimizer import TFOptimizer
 
 GENERATION = "v1"
 
 # canonical algorithm -> Keras v1 class
 CLASSES = {cls.SPEC.name: cls for cls in (SGD, RMSprop, Adagrad, Adadelta, Adam, Adamax, Nadam)}
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adam", "Adamax", "Nadam",
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adam", "Adamax", "Nadam", "TFOptimizer",
            "CLASSES", "from_state", "restore_state"]
 
 
@@ -30,6 +31,8 @@ def from_state(state, **overrides):
 
     The tensors are restored once the optimizer knows its variables (first step or `build`).
     """
+    if state.generation == "tf1":
+        return TFOptimizer.from_state(state, **overrides)
     cls = CLASSES.get(state.optimizer)
     if cls is None:
         raise UnknownOptimizerError(
