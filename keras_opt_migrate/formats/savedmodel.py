@@ -63,7 +63,31 @@ class SavedModelFormat(Format):
             state.source["class_name"] = class_name
         if root.get("keras_version"):
             state.source["keras_version"] = root["keras_version"]
+        tf_version = _tensorflow_version(path)
+        if tf_version:
+            state.source["tensorflow_version"] = tf_version
         return state
+
+
+def _tensorflow_version(path):
+    """The TF version recorded in `saved_model.pb` (parsed as a protobuf; the graph is not loaded).
+
+    A `saved_model.pb` that does not parse makes the directory corrupt, although the state
+    itself lives in `variables/`.
+    """
+    pb = os.path.join(path, SAVED_MODEL_FILES[0])
+    if not os.path.isfile(pb):
+        return None
+    from tensorflow.core.protobuf import saved_model_pb2
+    message = saved_model_pb2.SavedModel()
+    try:
+        with open(pb, "rb") as f:
+            message.ParseFromString(f.read())
+    except Exception as e:  # google.protobuf DecodeError, OSError
+        raise FormatError(pb, "not a readable SavedModel protobuf (%s)"
+                          % (str(e).splitlines() or [type(e).__name__])[0]) from e
+    versions = {g.meta_info_def.tensorflow_version for g in message.meta_graphs} - {""}
+    return sorted(versions)[0] if versions else None
 
 
 def _rename(path, layer_names):

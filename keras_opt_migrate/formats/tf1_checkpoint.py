@@ -139,13 +139,17 @@ def _ordered(model_keys, prefix, hint=None):
 
 
 def _meta_order(prefix):
+    """Variable names of the `.meta` graph's trainable_variables collection (None without a .meta).
+
+    A `.meta` that is present but unreadable is corrupt input, not a missing order.
+    """
     path = prefix + ".meta"
     if not os.path.isfile(path):
         return None
+    from tensorflow.core.framework import variable_pb2
+    from tensorflow.core.protobuf import meta_graph_pb2
+    meta = meta_graph_pb2.MetaGraphDef()
     try:
-        from tensorflow.core.framework import variable_pb2
-        from tensorflow.core.protobuf import meta_graph_pb2
-        meta = meta_graph_pb2.MetaGraphDef()
         with open(path, "rb") as f:
             meta.ParseFromString(f.read())
         out = []
@@ -153,9 +157,10 @@ def _meta_order(prefix):
             var = variable_pb2.VariableDef()
             var.ParseFromString(raw)
             out.append(strip_device_suffix(var.variable_name))
-        return out or None
-    except Exception:  # an unreadable .meta only costs the order; the caller warns
-        return None
+    except Exception as e:  # google.protobuf DecodeError, OSError
+        raise FormatError(path, "not a readable MetaGraphDef (%s); remove it and pass variables=... "
+                                "for the model's variable order" % (str(e).splitlines() or [type(e).__name__])[0]) from e
+    return out or None
 
 
 def _variables(bundle, model_keys, prefix, hint, origin, warnings):

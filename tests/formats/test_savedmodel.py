@@ -28,6 +28,7 @@ def test_reads_real_savedmodel(case, name):
         assert state.variable_names == [w["name"].split(":")[0] for w in case.truth["model_weights"]]
         assert state.source["class_name"].split(">")[-1] == case.truth["optimizer"]["class_name"]
         assert state.source["keras_version"] == case.truth["versions"]["keras"]
+        assert state.source["tensorflow_version"] == case.truth["versions"]["tensorflow"]
 
 
 def _copy(tmp_path):
@@ -65,3 +66,11 @@ def test_missing_variables_shard(tmp_path):
     with pytest.raises(FormatError, match="missing data shard") as e:
         api.load_state(str(sm))
     assert str(sm) in str(e.value)
+
+
+def test_corrupt_saved_model_pb(tmp_path):
+    case, sm = _copy(tmp_path)
+    pb = sm / "saved_model.pb"
+    pb.write_bytes(pb.read_bytes()[:1000])
+    with pytest.raises(FormatError, match="saved_model.pb"):
+        api.load_state(str(sm))

@@ -87,3 +87,14 @@ def test_missing_data_shard(tmp_path):
     with pytest.raises(FormatError, match="missing data shard") as e:
         api.load_state(str(tmp_path / "model.ckpt"), format="tf1_checkpoint")
     assert str(tmp_path / "model.ckpt") in str(e.value)
+
+
+def test_corrupt_meta_is_an_error(tmp_path):
+    case, path = _case("adam")
+    for suffix in (".index", ".data-00000-of-00001", ".meta"):
+        shutil.copy(path + suffix, str(tmp_path / "model.ckpt") + suffix)
+    meta = tmp_path / "model.ckpt.meta"
+    meta.write_bytes(meta.read_bytes()[:5000])
+    with pytest.raises(FormatError, match="MetaGraphDef") as e:
+        api.load_state(str(tmp_path / "model.ckpt"))
+    assert "model.ckpt.meta" in str(e.value)
