@@ -139,6 +139,7 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
         raise FormatError(dst, "the %s format cannot hold %s optimizer state; it holds %s"
                           % (fmt.name, to, ", ".join(fmt.generations)))
     report.target_format = fmt.name
+    _drop_unwritable(fmt, target, report)
     if dry_run:
         return report
     model = formats.detect(src).read_model(src) if fmt.needs_model else None
@@ -150,6 +151,21 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
             raise FormatError(dst, "the written file does not read back as the converted state (%s); nothing was "
                                    "written" % "; ".join(str(e) for e in check.entries[:3]))
     return report
+
+
+def _drop_unwritable(fmt, target, report):
+    """Remove the extras the target format cannot hold; say so, and whether training then differs."""
+    from .migrate import DIFFERENT
+    for name, (why, changes) in fmt.unwritable(target).items():
+        target.extra.pop(name, None)
+        report.add("dropped", "extra", name, detail="%s cannot hold it: %s" % (fmt.name, why))
+        if changes:
+            reason = "%s is not stored in %s (%s)" % (name, fmt.name, why)
+            if report.continuation == DIFFERENT:
+                report.continuation_reason += "; " + reason
+            else:
+                report.continuation, report.continuation_reason = DIFFERENT, reason
+            target.warnings.append("dropped %s: %s" % (name, why))
 
 
 def upgrade(src, dst, **options):

@@ -131,3 +131,11 @@ class Format:
 
     def write(self, state, path, **options):
         raise FormatError(path, "the %s format cannot be written yet" % self.name)
+
+    def unwritable(self, state):
+        """{extra name: (why, changes_trajectory)} for non-slot state this format has no place for.
+
+        `api.convert` drops these before writing and reports them; `changes_trajectory`
+        says whether the real version then continues differently (e.g. Nadam's u_product).
+        """
+        return {}

@@ -12,14 +12,18 @@ by replaying the generation's build order where they do not (Keras v1's anonymou
 `training/Variable_3:0`); where both exist they must agree.
 """
 
+import json
+
 import h5py
 import numpy as np
 
 from ..errors import FormatError, KerasOptMigrateError, MappingError, UnsupportedFormatError
+from ..optimizers.registry import get_spec
 from ..optimizers.spec import positional_layout
 from ..schema import OptimizerState, VariableSpec
 from . import keras_common as kc
-from .base import Format, is_hdf5
+from . import keras_model as km
+from .base import Format, ModelPayload, is_hdf5
 from .mapping import attach_named, attach_positional, strip_device_suffix
 
 ITERATION_NAMES = ("iter", "iteration", "iterations")
@@ -202,11 +206,158 @@ def model_variables(f, model_config, where, warnings):
     return out
 
 
+def read_model_payload(path):
+    """ModelPayload of a Keras HDF5 model file: every model weight (trainable or not), config, training config."""
+    with kc.open_h5(path) as f:
+        model_config = kc.json_attr(f, "model_config", path, required=False)
+        training = kc.json_attr(f, "training_config", path, required=False)
+        keras_version = kc._text(f.attrs.get("keras_version", "")) or None
+        mw = kc.h5_node(f, "model_weights", path, h5py.Group)
+        configs = {l.name: l for l in kc.model_layers(model_config, path)} if model_config else {}
+        warnings, weights, layers = [], [], []
+        for layer_name in kc.str_list_attr(mw, "layer_names", path):
+            group = kc.h5_node(mw, layer_name, path, h5py.Group)
+            names = kc.str_list_attr(group, "weight_names", path)
+            info = configs.get(layer_name)
+            for wn, trainable in zip(names, _weight_flags(info, names, warnings)):
+                weights.append((strip_device_suffix(wn), np.asarray(kc.h5_node(group, wn, path, h5py.Dataset)[()]),
+                                trainable))
+            layers.append({"name": layer_name, "class_name": info.class_name if info else None, "weights": names})
+    return ModelPayload(weights, config=model_config, keras_version=keras_version, source_format="keras_h5",
+                        source_path=path, extra={"layers": layers, "training_config": training,
+                                                 "warnings": warnings})
+
+
+# -- writing ---------------------------------------------------------------------------
+
+HDF5_OBJECT_HEADER_LIMIT = 64512  # what Keras splits list attributes at (`name0`, `name1`, ...)
+DEFAULT_KERAS2_VERSION = "2.21.0"
+
+
+def write_str_list_attr(obj, name, values):
+    """A list-of-strings attribute the way Keras writes it (chunked when it would not fit)."""
+    data = np.asarray([v.encode("utf8") for v in values]) if values else np.asarray([])
+    chunks = 1
+    while any(c.nbytes > HDF5_OBJECT_HEADER_LIMIT for c in np.array_split(data, chunks)) and chunks < len(values):
+        chunks += 1
+    if chunks == 1:
+        obj.attrs[name] = data
+    else:
+        for i, chunk in enumerate(np.array_split(data, chunks)):
+            obj.attrs["%s%d" % (name, i)] = chunk
+
+
+def create_dataset(group, name, array):
+    """A dataset without creation times (so equal inputs give equal bytes)."""
+    array = np.asarray(array)
+    return group.create_dataset(name, data=array, track_times=False)
+
+
+def optimizer_weight_names(state, model_names, entries):
+    """Each position's `weight_names` entry as the target generation spells it (LAYOUTS §1.1, §2.1, §4)."""
+    spec = get_spec(state.optimizer)
+    gen = state.generation
+    opt = str(state.config.get("name") or kc.class_name_for(state)) if gen != "v1" else kc.class_name_for(state)
+    names, anonymous = [], 0
+    for entry, _ in entries:
+        if entry.kind == "extra":
+            if entry.name == "iterations":
+                names.append({"v1": "%s/iterations:0" % opt, "v2": "%s/iter:0" % opt}.get(gen, "iteration:0"))
+            else:
+                names.append("%s/%s:0" % (opt, spec.extra_key(gen, entry.name) or entry.name))
+            continue
+        var = model_names[entry.var_index]
+        own = spec.names.get(gen, {}).get(entry.name, entry.name)
+        if gen == "v1":
+            names.append("training/Variable:0" if anonymous == 0 else "training/Variable_%d:0" % anonymous)
+            anonymous += 1
+        elif gen == "v2":
+            names.append("%s/%s/%s:0" % (opt, var, own))
+        else:
+            names.append("%s/%s/%s:0" % (opt, own, var))
+    if len(set(names)) != len(names):
+        raise FormatError(None, "optimizer weight names would repeat (%s); two model variables share a name"
+                          % sorted({n for n in names if names.count(n) > 1})[:3])
+    return names
+
+
+def write_model_weights(f, model, where):
+    """`model_weights/<layer>/<weight>` with Keras' `layer_names` / `weight_names` attributes."""
+    layers = (model.extra or {}).get("layers")
+    if layers is None:
+        raise FormatError(where, "the source model (%s) has no per-layer weight list to write" % model.source_format)
+    mw = f.create_group("model_weights", track_order=False)
+    mw.attrs["backend"] = "tensorflow"
+    mw.attrs["keras_version"] = model.keras_version or DEFAULT_KERAS2_VERSION
+    write_str_list_attr(mw, "layer_names", [l["name"] for l in layers])
+    i = 0
+    for layer in layers:
+        group = mw.create_group(layer["name"])
+        write_str_list_attr(group, "weight_names", layer["weights"])
+        for wn in layer["weights"]:
+            create_dataset(group, wn, model.weights[i][1])
+            i += 1
+    top = mw.create_group("top_level_model_weights")
+    write_str_list_attr(top, "weight_names", [])
+    if i != len(model.weights):
+        raise FormatError(where, "the model's layers list %d weights, the payload holds %d" % (i, len(model.weights)))
+
+
 # -- the adapter -------------------------------------------------------------------------
 
 class Hdf5Format(Format):
     name = "keras_h5"
     description = "Keras full-model HDF5 (.h5; Keras 2.12 default .keras) with optimizer_weights"
+    can_write = True
+    needs_model = True
+    generations = ("v1", "v2", "experimental")
+    extensions = (".h5", ".hdf5")
+
+    def read_model(self, path):
+        return read_model_payload(str(path))
+
+    def unwritable(self, state):
+        out = {}
+        if state.generation == "experimental" and "learning_rate" in state.extra:
+            out["learning_rate"] = ("the 2.11+ optimizer keeps its learning rate in the config, not in "
+                                    "optimizer_weights (the config holds the same value)", False)
+        if state.generation == "experimental" and "u_product" in state.extra:
+            out["u_product"] = ("the 2.11+ Nadam's _u_product is not in optimizer.variables, so .h5 files lack it "
+                                "and loading restarts it at 1.0 (LAYOUTS §2.1)", True)
+        for name in state.extra:
+            if name.startswith("loss_scale"):
+                out[name] = ("Keras 2 keeps the loss scale only in TF checkpoints; it restarts at initial_scale", True)
+        return out
+
+    def write(self, state, path, model=None, progress=None, **options):
+        path = str(path)
+        if state.generation not in self.generations:
+            raise FormatError(path, "a Keras 2 .h5 holds %s optimizer state, not %s (Keras 3 cannot load optimizer "
+                                    "state from .h5: write a .keras archive)" % ("/".join(self.generations),
+                                                                                 state.generation))
+        if model is None:
+            raise FormatError(path, "writing a full-model .h5 needs the source model; the source holds none")
+        if not isinstance(model.config, dict):
+            raise FormatError(path, "the source has no model config to write into a full-model .h5")
+        if km.is_keras3_config(model.config):
+            raise FormatError(path, "the source model's config is Keras 3's, which Keras 2 cannot load; write a "
+                                    ".keras archive (generation keras3) instead")
+        model_names = kc.payload_trainable(model, state, path)
+        entries = kc.optimizer_arrays(state, path)
+        names = optimizer_weight_names(state, model_names, entries)
+        training = km.keras2_training_config((model.extra or {}).get("training_config"), kc.optimizer_entry(state))
+        with h5py.File(path, "w") as f:
+            f.attrs["backend"] = "tensorflow"
+            f.attrs["keras_version"] = _keras2_version(model)
+            f.attrs["model_config"] = json.dumps(model.config, sort_keys=False).encode("utf8")
+            f.attrs["training_config"] = json.dumps(training).encode("utf8")
+            write_model_weights(f, model, path)
+            group = f.create_group("optimizer_weights")
+            write_str_list_attr(group, "weight_names", names)
+            for i, (name, (_, array)) in enumerate(zip(names, entries)):
+                create_dataset(group, name, array)
+                if progress:
+                    progress(i + 1, len(names), name)
 
     def validate(self, path):
         if not is_hdf5(path):
@@ -276,6 +427,11 @@ class Hdf5Format(Format):
         kc.accumulation_iterations(state)
         report_missing(state, info, "an HDF5 model file")
         return state
+
+
+def _keras2_version(model):
+    version = model.keras_version or ""
+    return version if kc.keras_major(version) == 2 else DEFAULT_KERAS2_VERSION
 
 
 def _guess_generation(names):

@@ -324,3 +324,102 @@ def accumulation_iterations(state):
         keys["extra/gradient_accumulation_iterations"] = keys["iterations"]
     state.iterations = int(state.iterations) // int(steps)
     return state
+
+
+# -- writing: the optimizer's config and its positional list -------------------------------
+
+SCHEDULES_MODULE = {"keras3": "keras.optimizers.schedules"}
+
+
+def class_name_for(state):
+    """The class name the target generation gives the algorithm (`Adam`, `SGD`, ...)."""
+    spec = get_spec(state.optimizer)
+    names = spec.class_names.get(state.generation) or ()
+    if not names:
+        raise UnknownOptimizerError("the %s generation has no %s class to write" % (state.generation, spec.name))
+    return _bare(names[0])
+
+
+def _schedule_entry(value, generation):
+    if not (isinstance(value, dict) and "class_name" in value):
+        return value
+    out = {"class_name": _bare(value["class_name"]), "config": dict(value.get("config") or {})}
+    if generation == "keras3":
+        out = {"module": SCHEDULES_MODULE["keras3"], **out, "registered_name": None}
+    return out
+
+
+def optimizer_entry(state):
+    """The serialized optimizer a Keras of `state.generation` writes for this state.
+
+    v1: `{"class_name": "Adam", "config": {"lr": ...}}`; v2: `{"class_name": "Adam",
+    "config": {"name": "Adam", ...}}`; 2.11+: `"Custom>Adam"` with `is_legacy_optimizer:
+    false` (LAYOUTS.md §2.3); Keras 3: `{"module": "keras.optimizers", ...}`.
+    """
+    from ..optimizers.registry import keras3_prefix
+    cls = class_name_for(state)
+    config = {k: _schedule_entry(v, state.generation) for k, v in state.config.items()}
+    name = config.pop("name", None)
+    if state.generation == "v1":
+        config.pop("is_legacy_optimizer", None)
+        if "learning_rate" in config:
+            config["lr"] = config.pop("learning_rate")
+        return {"class_name": cls, "config": config}
+    if state.generation == "v2":
+        return {"class_name": cls, "config": {"name": name or cls, **config}}
+    if state.generation == "experimental":
+        config["is_legacy_optimizer"] = False
+        return {"class_name": "Custom>" + cls, "config": {"name": name or cls, **config}}
+    if state.generation == "keras3":
+        if name in (None, cls):
+            name = keras3_prefix(cls)
+        return {"module": "keras.optimizers", "class_name": cls, "config": {"name": name, **config},
+                "registered_name": None}
+    raise UnknownOptimizerError("no Keras file holds %s optimizer state" % state.generation)
+
+
+def optimizer_arrays(state, where):
+    """[(Entry, numpy array)] of the optimizer's positional list in the state's generation.
+
+    The order is the generation's build order replayed over `state.variables`
+    (`positional_layout`); every tensor must be present with the shape the order expects.
+    """
+    from ..optimizers.spec import positional_layout
+    from ..schema import materialize
+    spec = get_spec(state.optimizer)
+    variables = state.variables
+    layout = positional_layout(spec, state.generation, state.config, [v.shape for v in variables],
+                               [v.dtype for v in variables])
+    out, missing = [], []
+    for entry in layout:
+        if entry.kind == "slot":
+            value = state.slots.get(variables[entry.var_index].name, {}).get(entry.name)
+            label = "%s of %s" % (entry.name, variables[entry.var_index].name)
+        elif entry.name == "iterations":
+            value = np.asarray(state.iterations or 0, dtype=entry.dtype)
+            label = "iterations"
+        else:
+            value = state.extra.get(entry.name)
+            label = entry.name
+        if value is None:
+            missing.append(label)
+            continue
+        array = materialize(value)
+        if tuple(array.shape) != tuple(entry.shape):
+            raise FormatError(where, "%s has shape %s, the %s build order of %s expects %s"
+                              % (label, tuple(array.shape), state.generation, spec.name, tuple(entry.shape)))
+        out.append((entry, array))
+    if missing:
+        raise FormatError(where, "%d of %d %s %s optimizer variables are not in the state: %s"
+                          % (len(missing), len(layout), state.generation, spec.name, ", ".join(missing[:5])))
+    return out
+
+
+def payload_trainable(model, state, where):
+    """The payload's trainable weight names, checked against the state's variables (count and shapes)."""
+    trainable = [(n, np.shape(t)) for n, t, flag in model.weights if flag]
+    shapes = [tuple(v.shape) for v in state.variables]
+    if [tuple(s) for _, s in trainable] != shapes:
+        raise FormatError(where, "the model's trainable weights %s do not match the optimizer state's variables %s"
+                          % ([tuple(s) for _, s in trainable][:6], shapes[:6]))
+    return [n for n, _ in trainable]
