@@ -111,6 +111,8 @@ def apply_state(optimizer, state, var_list):
         target.assign(np.asarray(value, dtype=target.dtype.as_numpy_dtype))
     if state.iterations is not None:
         optimizer.iterations.assign(int(state.iterations))
+    if hasattr(optimizer, "_after_state_restored"):
+        optimizer._after_state_restored()
     state.source["mapping"] = how
     return how
 

@@ -80,7 +80,9 @@ class Adam(Optimizer):
         config = super().get_config()
         config.update({"learning_rate": self._serialize_hyperparameter(self._learning_rate),
                        "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
-                       "adaptive_epsilon": self.adaptive_epsilon, "amsgrad": self.amsgrad})
+                       "amsgrad": self.amsgrad})
+        if self.adaptive_epsilon:  # tf_keras leaves it out of its config; keep it when it matters
+            config["adaptive_epsilon"] = True
         return config
 
 
@@ -97,12 +99,6 @@ class AdamW(Adam):
                          name=name, **kwargs)
         if self.weight_decay is None:
             raise ValueError("Missing value of `weight_decay` which is required and must be a float value.")
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("adaptive_epsilon")
-        return config
-
 
 class Adagrad(Optimizer):
     """Adagrad. Slot `accumulator` (initial_accumulator_value); epsilon inside the square root."""
@@ -236,6 +232,9 @@ class Nadam(Optimizer):
         if tf.executing_eagerly() and getattr(self, "_built", False):
             self._u_product_counter = int(self.iterations.numpy()) + 1
         return super().apply_gradients(grads_and_vars, name, skip_gradients_aggregation, **kwargs)
+
+    def _after_state_restored(self):
+        self._u_product_counter = int(self.iterations.numpy()) + 1
 
     def update_step(self, gradient, variable):
         nadam.update(variable, self._slot("_momentums", variable), self._slot("_velocities", variable), gradient,
