@@ -26,18 +26,27 @@ __all__ = ["Optimizer", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adam", "Adamax
            "CLASSES", "from_state", "restore_state"]
 
 
-def from_state(state, **overrides):
-    """Our v1-generation optimizer for `state`: a `TFOptimizer` for TF1 state, else the Keras v1 class.
+def from_state(state, generation=None, **overrides):
+    """Our v1-generation optimizer for `state`, holding it until its slots exist (first step or `build`).
 
-    The tensors are restored once the optimizer knows its variables (first step or `build`).
+    generation: "v1" for the Keras optimizer_v1 class of the algorithm, "tf1" for a `TFOptimizer`
+    around the TF1 optimizer; default: "tf1" for TF1 state, else "v1".
+    overrides: constructor arguments that replace the state's.
     """
-    if state.generation == "tf1":
+    generation = generation or ("tf1" if state.generation == "tf1" else "v1")
+    if generation == "tf1":
         return TFOptimizer.from_state(state, **overrides)
+    if generation != "v1":
+        raise UnknownOptimizerError("optimizers.v1 builds generation 'v1' or 'tf1', not %r" % (generation,))
     cls = CLASSES.get(state.optimizer)
     if cls is None:
         raise UnknownOptimizerError(
             "Keras v1 has no %r optimizer; expected one of: %s" % (state.optimizer, ", ".join(sorted(CLASSES))))
     return cls.from_state(state, **overrides)
+
+
+def is_v1_optimizer(optimizer):
+    return isinstance(optimizer, (Optimizer, TFOptimizer))
 
 
 def restore_state(optimizer, state, var_list=None):

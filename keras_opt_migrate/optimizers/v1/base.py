@@ -83,15 +83,21 @@ class Optimizer:
     def build(self, var_list):
         """Create the slots for `var_list` (the variables every later step must update)."""
         var_list = list(var_list)
-        if self._params is not None:
-            if [id(v) for v in var_list] != [id(v) for v in self._params]:
-                raise KerasOptMigrateError(
-                    "%s was built for %d variables (%s); it cannot update a different list (%s). The Keras v1 "
-                    "optimizers create their slots once; make a new optimizer for a new set of variables"
-                    % (type(self).__name__, len(self._params),
-                       ", ".join(state_io.variable_name(v) for v in self._params[:4]),
-                       ", ".join(state_io.variable_name(v) for v in var_list[:4])))
-            return
+        if self._params is None:
+            self._create_all_weights(var_list)
+        elif [id(v) for v in var_list] != [id(v) for v in self._params]:
+            raise KerasOptMigrateError(
+                "%s was built for %d variables (%s); it cannot update a different list (%s). The Keras v1 "
+                "optimizers create their slots once; make a new optimizer for a new set of variables"
+                % (type(self).__name__, len(self._params),
+                   ", ".join(state_io.variable_name(v) for v in self._params[:4]),
+                   ", ".join(state_io.variable_name(v) for v in var_list[:4])))
+        if self._pending_state is not None:  # kept on failure: every later step is refused too
+            self.restore_report = state_io.attach_to_v1(self, self._pending_state, var_list, confirmed=False)
+            self._pending_state = None
+
+    def _create_all_weights(self, var_list):
+        """The v1 `weights` list, replayed from the algorithm's v1 layout, and the slots in it."""
         layout = positional_layout(self.SPEC, self.GENERATION, self._layout_config(),
                                    [tuple(v.shape) for v in var_list], [v.dtype.name for v in var_list])
         own_names = self.SPEC.names[self.GENERATION]
@@ -107,9 +113,6 @@ class Optimizer:
             slots[entry.name][entry.var_index] = slot
             weights.append(slot)
         self._slots, self.weights, self._params = slots, weights, var_list
-        if self._pending_state is not None:
-            state, self._pending_state = self._pending_state, None
-            self.restore_report = state_io.attach_to_v1(self, state, var_list, confirmed=False)
 
     def _slot(self, name, index):
         return self._slots[name][index]

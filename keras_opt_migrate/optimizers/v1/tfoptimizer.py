@@ -94,9 +94,9 @@ class TFOptimizer(tf.__internal__.tracking.Trackable):
             self.optimizer._create_slots(var_list)
         known = {id(v) for v in self._params or []}
         self._params = (self._params or []) + [v for v in var_list if id(v) not in known]
-        if self._pending_state is not None:
-            state, self._pending_state = self._pending_state, None
-            self.restore_report = self._attach(state, var_list, confirmed=False)
+        if self._pending_state is not None:  # kept on failure: every later step is refused too
+            self.restore_report = self._attach(self._pending_state, var_list, confirmed=False)
+            self._pending_state = None
 
     def apply_gradients(self, grads_and_vars):
         grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
