@@ -60,3 +60,15 @@ def _restore_ours(optimizer, state, var_list):
 
 
 register_restorer(_ours, _restore_ours)
+
+
+# -- v1 generation (Keras optimizer_v1 classes, TFOptimizer): keras_opt_migrate.optimizers.v1 --
+def _ours_v1(optimizer):
+    return type(optimizer).__module__.startswith(__package__ + ".optimizers.v1.")
+
+
+def _restore_ours_v1(optimizer, state, var_list):
+    optimizer.restore_state(state, var_list=var_list)
+
+
+register_restorer(_ours_v1, _restore_ours_v1)

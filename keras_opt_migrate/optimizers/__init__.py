@@ -59,6 +59,9 @@ def from_state(state, generation=None):
     by variable name or else by build order and shape.
     """
     from ..restore import restore_into
+    if generation in ("v1", "tf1"):  # Keras optimizer_v1 classes / TFOptimizer (optimizers.v1)
+        from . import v1
+        return v1.from_state(state, generation)
     generation = generation or NEAREST_GENERATION.get(state.generation, state.generation)
     cls = optimizer_class(state.optimizer, generation)
     optimizer = cls.from_config(_accepted_config(cls, state.config))
