@@ -156,6 +156,10 @@ class Optimizer:
     def _apply(self, params, grads):
         raise NotImplementedError
 
+    def _uses_iterations(self):
+        """Whether a step depends on the counter (bias correction, schedule or `decay`)."""
+        return True
+
     def _decayed_lr(self):
         """`lr / (1 + decay * iterations)` with the counter as it is now (subclasses decide before or after
         the step's increment, as their graph-mode originals ended up doing)."""
