@@ -339,7 +339,7 @@ class Hdf5Format(Format):
             raise FormatError(path, "writing a full-model .h5 needs the source model; the source holds none")
         if not isinstance(model.config, dict):
             raise FormatError(path, "the source has no model config to write into a full-model .h5")
-        if km.is_keras3_config(model.config):
+        if km.is_keras3_config(model.config, model.keras_version):
             raise FormatError(path, "the source model's config is Keras 3's, which Keras 2 cannot load; write a "
                                     ".keras archive (generation keras3) instead")
         model_names = kc.payload_trainable(model, state, path)

@@ -15,17 +15,20 @@ zip by h5py without extracting anything. No Keras object is deserialized.
 """
 
 import contextlib
+import io
 import json
 import re
 import zipfile
 
 import h5py
+import numpy as np
 
 from ..errors import FormatError, KerasOptMigrateError, MappingError, UnsupportedFormatError
 from ..schema import OptimizerState, VariableSpec
 from . import keras_common as kc
-from .base import MAX_JSON_BYTES, Format, is_hdf5, is_zip
-from .hdf5 import KERAS3_LSO_VARIABLES, report_missing
+from . import keras_model as km
+from .base import MAX_JSON_BYTES, Format, ModelPayload, is_hdf5, is_zip
+from .hdf5 import KERAS3_LSO_VARIABLES, create_dataset, report_missing
 from .mapping import attach_positional
 
 CONFIG = "config.json"
@@ -129,19 +132,18 @@ def _groups_by_class(f, prefix, path):
     return {k: [n for _, n in sorted(v)] for k, v in out.items()}
 
 
-def variables_from_config(f, layers, path, warnings, prefix=None):
-    """[(VariableSpec, dataset)] of the trainable variables, walking config layers in order.
+def assign_groups(f, layers, path, prefix=None):
+    """(container, {id(layer): group name}) matching the config's layers to their weight groups.
 
     Keras names each layer's group after its class (`dense`, `dense_1`, ...), counted in
     `model.layers` order (Keras 2.12 also counts layers it already saved elsewhere, so
-    numbers can skip); Keras 3 records the layer's own name in `vars.attrs['name']`.
-    Groups holding variables are matched, class by class and in counter order, to the
-    config's layers of that class.
+    numbers can skip). Groups holding variables are matched, class by class and in counter
+    order, to the config's layers of that class.
     """
     if prefix is None:
         prefix = next((c for c in LAYER_CONTAINERS if kc.h5_has(f, c)), None)
         if prefix is None:
-            return []
+            return None, {}
     groups = _groups_by_class(f, prefix, path)
     by_class = {}
     for layer in layers:
@@ -158,21 +160,64 @@ def variables_from_config(f, layers, path, warnings, prefix=None):
             raise FormatError(path, "cannot match the weight groups %s to the config's %d %s layer(s)"
                               % (names, len(candidates), snake))
         assigned.update({k: v for k, v in counter.items() if v in names})
+    return prefix, assigned
+
+
+def _layer_group(f, prefix, name, layer, path):
+    where = "%s/%s" % (prefix, name)
+    group = kc.h5_node(f, where, path, h5py.Group)
+    datasets, recorded = _layer_vars(group, path)
+    if recorded is not None and recorded != layer.name:
+        raise FormatError(path, "%s records layer %r, the config's layer in that place is %r"
+                          % (where, recorded, layer.name))
+    return where, group, datasets
+
+
+def variables_from_config(f, layers, path, warnings, prefix=None):
+    """[(VariableSpec, dataset)] of the trainable variables, walking config layers in order.
+
+    Keras 3 records the layer's own name in `vars.attrs['name']`; where it does, it must
+    agree with the config's layer matched to that group.
+    """
+    prefix, assigned = assign_groups(f, layers, path, prefix)
     out = []
     for layer in layers:
         if id(layer) not in assigned:
             continue
-        where = "%s/%s" % (prefix, assigned[id(layer)])
-        group = kc.h5_node(f, where, path, h5py.Group)
-        datasets, recorded = _layer_vars(group, path)
-        if recorded is not None and recorded != layer.name:
-            raise FormatError(path, "%s records layer %r, the config's layer in that place is %r"
-                              % (where, recorded, layer.name))
+        where, group, datasets = _layer_group(f, prefix, assigned[id(layer)], layer, path)
         if layer.layers and kc.h5_has(group, "layers"):
             out.extend(variables_from_config(f, layer.layers, path, warnings, where + "/layers"))
         if datasets:
             out.extend(_name_layer_vars(layer, datasets, warnings))
     return out
+
+
+def model_payload(f, model_config, path, keras_version):
+    """ModelPayload of an archive: every layer's variables (trainable or not) in config order."""
+    layers = kc.model_layers(model_config, path)
+    prefix, assigned = assign_groups(f, layers, path)
+    weights, described, warnings = [], [], []
+    for layer in layers:
+        if layer.layers:
+            raise FormatError(path, "layer %r is a nested model; carrying nested models over is not supported"
+                              % layer.name)
+        datasets = []
+        if id(layer) in assigned:
+            _, _, datasets = _layer_group(f, prefix, assigned[id(layer)], layer, path)
+        known = kc.known_weights(layer.class_name, layer.config)
+        if known is not None and len(known) == len(datasets):
+            named = [("%s/%s" % (layer.name, n), t and layer.trainable) for n, t in known]
+        else:
+            if datasets:
+                warnings.append("layer %s (class %s): weight names unknown, assumed trainable"
+                                % (layer.name, layer.class_name))
+            named = [("%s/vars/%d" % (layer.name, k), layer.trainable) for k in range(len(datasets))]
+        for (name, trainable), ds in zip(named, datasets):
+            weights.append((name, np.asarray(ds[()]), trainable))
+        described.append({"name": layer.name, "class_name": kc._bare(layer.class_name),
+                          "weights": ["%s:0" % n for n, _ in named]})
+    return ModelPayload(weights, config=model_config, keras_version=keras_version, source_format="keras_archive",
+                        source_path=path, extra={"layers": described, "warnings": warnings})
 
 
 def _name_layer_vars(layer, datasets, warnings):
@@ -271,6 +316,38 @@ def read_weights_file(f, path, info, variables, opener, prefix, warnings):
 class KerasArchiveFormat(Format):
     name = "keras_archive"
     description = "Keras .keras zip archive (config.json, metadata.json, model.weights.h5)"
+    can_write = True
+    needs_model = True
+    generations = ("keras3",)
+    extensions = (".keras",)
+
+    def read_model(self, path):
+        path = str(path)
+        with open_archive(path) as z:
+            metadata = _json_member(z, METADATA, path) if METADATA in z.namelist() else {}
+            model_config = _json_member(z, CONFIG, path)
+        with open_weights(path) as f:
+            payload = model_payload(f, model_config, path, metadata.get("keras_version"))
+        payload.extra["training_config"] = model_config.get("compile_config")
+        return payload
+
+    def unwritable(self, state):
+        return _keras3_unwritable(state)
+
+    def write(self, state, path, model=None, progress=None, **options):
+        """Config, metadata and model.weights.h5 of a Keras 3 archive that `keras.models.load_model` restores."""
+        path = str(path)
+        if state.generation != "keras3":
+            raise FormatError(path, "the .keras writer lays out Keras 3 state, not %s" % state.generation)
+        config3 = _keras3_config(model, path)
+        holder = {}
+        weights = _h5_bytes(lambda f: holder.setdefault(
+            "entry", write_keras3_weights(f, state, model, config3, path, progress)))
+        source_compile = (model.extra or {}).get("training_config")
+        config3["compile_config"] = km.keras3_compile_config(source_compile, holder["entry"])
+        metadata = {"keras_version": km.KERAS3_VERSION}
+        write_zip(path, {CONFIG: json.dumps(config3).encode("utf8"), METADATA: json.dumps(metadata).encode("utf8"),
+                         WEIGHTS: weights})
 
     def validate(self, path):
         if not is_zip(path):
@@ -321,6 +398,55 @@ class KerasArchiveFormat(Format):
 class KerasWeightsFormat(Format):
     name = "keras_weights_h5"
     description = "Keras 3 weights file (.weights.h5: layers/*/vars, optimizer/vars; needs optimizer=...)"
+    can_write = True
+    needs_model = True
+    generations = ("keras3",)
+    extensions = (".weights.h5",)
+
+    def read_model(self, path):
+        """The layer groups as they are (a weights file has no config to name them by)."""
+        path = str(path)
+        with kc.open_h5(path) as f:
+            groups = []
+            if kc.h5_has(f, "layers"):
+                for name in sorted(f["layers"]):
+                    group = kc.h5_node(f, "layers/" + name, path, h5py.Group)
+                    datasets, recorded = _layer_vars(group, path)
+                    groups.append((name, recorded, [np.asarray(ds[()]) for ds in datasets]))
+            found = variables_without_config(f, path, [])
+        trainable = {v.name for v, _ in found}
+        weights, layers = [], []
+        for name, recorded, arrays in groups:
+            layer = recorded or name
+            names = ["%s/vars/%d" % (layer, k) for k in range(len(arrays))]
+            known = [v.name for v, _ in found if v.name.startswith(layer + "/")]
+            if len(known) == len(arrays):
+                names = known
+            weights.extend((n, a, n in trainable) for n, a in zip(names, arrays))
+            layers.append({"name": layer, "group": name, "weights": ["%s:0" % n for n in names]})
+        order = {v.name: i for i, (v, _) in enumerate(found)}
+        return ModelPayload(weights, config=None, source_format=self.name, source_path=path,
+                            extra={"layers": layers, "trainable_order": order})
+
+    def unwritable(self, state):
+        return _keras3_unwritable(state)
+
+    def write(self, state, path, model=None, progress=None, **options):
+        """A Keras 3 `.weights.h5` (what `model.save_weights` writes), loadable by `model.load_weights`."""
+        path = str(path)
+        if state.generation != "keras3":
+            raise FormatError(path, "the .weights.h5 writer lays out Keras 3 state, not %s" % state.generation)
+        if model is not None and isinstance(model.config, dict):
+            config3 = km.keras3_model_config(model.config, path, model.keras_version)
+        elif model is not None and any("group" in l for l in (model.extra or {}).get("layers", [])):
+            config3 = None
+        else:
+            raise FormatError(path, "writing a .weights.h5 needs the source model's weights")
+        with h5py.File(path, "w") as f:
+            if config3 is not None:
+                write_keras3_weights(f, state, model, config3, path, progress)
+            else:
+                _copy_weights_groups(f, state, model, path, progress)
 
     def validate(self, path):
         if not is_hdf5(path):
@@ -356,6 +482,33 @@ class KerasWeightsFormat(Format):
         return state
 
 
+def _copy_weights_groups(f, state, model, where, progress):
+    """A weights file from another weights file: its layer groups as they were, the new optimizer list."""
+    if [tuple(np.shape(a)) for n, a, t in _ordered_trainable(model)] != [tuple(v.shape) for v in state.variables]:
+        raise FormatError(where, "the source weights file's variables do not match the optimizer state's")
+    layers = f.create_group("layers")
+    i = 0
+    for layer in model.extra["layers"]:
+        vars_group = layers.create_group(layer["group"]).create_group("vars")
+        vars_group.attrs["name"] = layer["name"]
+        for k in range(len(layer["weights"])):
+            create_dataset(vars_group, str(k), model.weights[i][1])
+            i += 1
+    entry = kc.optimizer_entry(state)
+    optimizer = f.create_group("optimizer").create_group("vars")
+    optimizer.attrs["name"] = entry["config"]["name"]
+    entries = kc.optimizer_arrays(state, where)
+    for i, (_, array) in enumerate(entries):
+        create_dataset(optimizer, str(i), array)
+        if progress:
+            progress(i + 1, len(entries), "optimizer/vars/%d" % i)
+
+
+def _ordered_trainable(model):
+    order = model.extra.get("trainable_order", {})
+    return sorted((w for w in model.weights if w[2]), key=lambda w: order.get(w[0], 0))
+
+
 def _weights_generation(f, path, optimizer, config, variables):
     """Keras 3 (`vars` groups carry a `name` attribute, learning_rate at vars/1) or Keras 2."""
     if kc.h5_has(f, "optimizer/vars"):
@@ -375,6 +528,83 @@ def _apply_hint(found, hint, warnings):
                         % [v.name for v, _ in found])
         return [(v, _NoDataset(v.name)) for v in hint]
     return [(h, ds) for h, (_, ds) in zip(hint, found)]
+
+
+# -- writing ---------------------------------------------------------------------------
+
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: equal inputs give equal archives
+ZIP_MODE = 0o600 << 16  # what Keras writes
+
+
+def _keras3_unwritable(state):
+    out = {}
+    for name in state.extra:
+        if name.startswith("loss_scale"):
+            out[name] = ("writing a Keras 3 LossScaleOptimizer is not supported; the loss scale restarts at "
+                         "initial_scale", True)
+    return out
+
+
+def _layer_arrays(model, where):
+    """{layer name: [arrays]} from the payload, in each layer's own variable order."""
+    layers = (model.extra or {}).get("layers")
+    if layers is None:
+        raise FormatError(where, "the source model (%s) has no per-layer weight list" % model.source_format)
+    out, i = {}, 0
+    for layer in layers:
+        n = len(layer["weights"])
+        out[layer["name"]] = [model.weights[k][1] for k in range(i, i + n)]
+        i += n
+    return out
+
+
+def write_keras3_weights(f, state, model, config3, where, progress=None):
+    """Fill an open HDF5 file with the Keras 3 weights layout: layers/*/vars, optimizer/vars, vars."""
+    kc.payload_trainable(model, state, where)
+    entries = kc.optimizer_arrays(state, where)
+    arrays = _layer_arrays(model, where)
+    layers = f.create_group("layers")
+    for group_name, layer_name, _ in km.keras3_layer_groups(config3):
+        vars_group = layers.create_group(group_name).create_group("vars")
+        vars_group.attrs["name"] = layer_name
+        for k, array in enumerate(arrays.pop(layer_name, [])):
+            create_dataset(vars_group, str(k), array)
+    leftover = [name for name, values in arrays.items() if values]
+    if leftover:
+        raise FormatError(where, "the model config has no layer %s, which holds weights" % ", ".join(leftover))
+    entry = kc.optimizer_entry(state)
+    optimizer = f.create_group("optimizer").create_group("vars")
+    optimizer.attrs["name"] = entry["config"]["name"]
+    for i, (_, array) in enumerate(entries):
+        create_dataset(optimizer, str(i), array)
+        if progress:
+            progress(i + 1, len(entries), "optimizer/vars/%d" % i)
+    f.create_group("vars").attrs["name"] = config3["config"].get("name") or "functional"
+    return entry
+
+
+def _h5_bytes(fill):
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        fill(f)
+    return buffer.getvalue()
+
+
+def write_zip(path, members):
+    """A stored (uncompressed) zip with sorted members and fixed timestamps."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = ZIP_MODE
+            z.writestr(info, members[name])
+
+
+def _keras3_config(model, where):
+    if model is None or not isinstance(model.config, dict):
+        raise FormatError(where, "writing a .keras archive needs the source's model config; the source (%s) has none"
+                          % (model.source_format if model else "no model"))
+    return km.keras3_model_config(model.config, where, model.keras_version)
 
 
 class _NoDataset:

@@ -396,7 +396,10 @@ def optimizer_arrays(state, where):
             value = state.slots.get(variables[entry.var_index].name, {}).get(entry.name)
             label = "%s of %s" % (entry.name, variables[entry.var_index].name)
         elif entry.name == "iterations":
-            value = np.asarray(state.iterations or 0, dtype=entry.dtype)
+            # with gradient accumulation, Keras 3's counter counts batches (`accumulation_iterations`)
+            value = state.extra.get("gradient_accumulation_iterations")
+            if value is None:
+                value = np.asarray(state.iterations or 0, dtype=entry.dtype)
             label = "iterations"
         else:
             value = state.extra.get(entry.name)

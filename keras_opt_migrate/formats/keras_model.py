@@ -22,7 +22,7 @@ KERAS3_VERSION = "3.15.1"
 KERAS3_LAYERS_MODULE = "keras.layers"
 
 # Keras 2 config keys Keras 3 no longer accepts (dropped when their value is the default).
-_DROPPED_KEYS = {"batch_input_shape", "input_dim", "input_length"}
+_DROPPED_KEYS = {"batch_input_shape", "input_length"}
 _SAME_SHAPE = ("Dropout", "Activation", "BatchNormalization", "LayerNormalization", "ReLU", "LeakyReLU",
                "Softmax", "GaussianNoise", "GaussianDropout", "SpatialDropout1D", "SpatialDropout2D")
 _MERGE = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
@@ -35,10 +35,17 @@ def bare(class_name):
     return str(class_name or "").split(">")[-1]
 
 
-def is_keras3_config(model_config):
-    """Keras 3 configs name their module (`keras.src.models.functional`) and use `batch_shape`."""
+def is_keras3_config(model_config, keras_version=None):
+    """Whether a model config is in the Keras 3 form: by the version that wrote it, else by its shape.
+
+    Keras 3 configs name `keras.src.models.*` modules (Keras 2.13+ `.keras` files name
+    `keras.src.engine.*`) and give InputLayers a `batch_shape`.
+    """
+    major = str(keras_version or "").split(".")[0]
+    if major in ("2", "3"):
+        return major == "3"
     module = str(model_config.get("module") or "")
-    if module.startswith("keras.src") or module == "keras":
+    if module.startswith("keras.src.models") or module == "keras":
         return True
     layers = (model_config.get("config") or {}).get("layers") or []
     return any(isinstance(l, dict) and "batch_shape" in (l.get("config") or {}) for l in layers)
@@ -237,11 +244,11 @@ def _translate_sequential(config, where):
             "dtype": _keras3_dtype(None), "layers": layers}
 
 
-def keras3_model_config(model_config, where):
+def keras3_model_config(model_config, where, keras_version=None):
     """The Keras 3 form of a Keras 2 Functional or Sequential model config (plain JSON data)."""
     if not isinstance(model_config, dict) or not isinstance(model_config.get("config"), dict):
         raise FormatError(where, "the model config is not a JSON object with a config")
-    if is_keras3_config(model_config):
+    if is_keras3_config(model_config, keras_version):
         return copy.deepcopy(model_config)
     class_name = bare(model_config.get("class_name"))
     config = model_config["config"]
@@ -305,7 +312,7 @@ def keras3_compile_config(training_config, optimizer_entry):
             "loss_weights": training.get("loss_weights"), "metrics": metrics,
             "weighted_metrics": training.get("weighted_metrics") or None,
             "run_eagerly": bool(training.get("run_eagerly", False)),
-            "steps_per_execution": training.get("steps_per_execution", 1),
+            "steps_per_execution": training.get("steps_per_execution") or 1,
             "jit_compile": bool(training.get("jit_compile", False))}
 
 
