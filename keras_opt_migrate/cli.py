@@ -191,11 +191,34 @@ def _version():
     return __version__
 
 
-def main(argv=None):
-    # TensorFlow's C++ start-up chatter is not for our users; an explicit setting wins.
+def _import_tensorflow_quietly():
+    """Import TensorFlow with file descriptor 2 muted.
+
+    TF 2.21's C++ start-up logs (oneDNN, CUDA stubs) are written before its log-level
+    settings are read, so the environment variables cannot silence them; our users get one
+    line per problem on stderr, not a screen of start-up noise. An import error is left for
+    the real import to report.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("KERAS_OPT_MIGRATE_DEBUG"):
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    except Exception:
+        pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    _import_tensorflow_quietly()
     from .errors import KerasOptMigrateError
     try:
         return args.func(args)
@@ -203,6 +226,13 @@ def main(argv=None):
         print("%s: error: %s" % (PROG, _one_line(e)), file=sys.stderr)
     except (json.JSONDecodeError, ValueError) as e:
         print("%s: error: bad argument: %s" % (PROG, _one_line(e)), file=sys.stderr)
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): not an error of the input.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
     except OSError as e:
         print("%s: error: %s: %s" % (PROG, getattr(e, "filename", "") or _paths(args), e.strerror or e),
               file=sys.stderr)
