@@ -26,15 +26,16 @@ import numpy as np
 from ..errors import FormatError, MappingError, UnsupportedFormatError
 from ..optimizers.registry import SPECS, get_spec
 from ..optimizers.spec import GENERIC_TRACKED, LAYOUT_FLAGS, flag_configs, positional_layout, slot_sets
-from ..schema import OptimizerState, VariableSpec
-from .base import Format
+from ..schema import OptimizerState, VariableSpec, materialize
+from .base import Format, ModelPayload
 from .mapping import attach_named, attach_positional, canonical_config
-from .tf_bundle import Bundle, key_path, looks_object_based, resolve_prefix
+from .tf_bundle import GRAPH_KEY, VALUE_SUFFIX, Bundle, key_path, looks_object_based, resolve_prefix
 
 # Loss-scale state of the wrappers, under the schema's canonical extra names.
 LOSS_SCALE_CHILDREN = {"current_loss_scale": "loss_scale", "good_steps": "loss_scale_good_steps"}  # legacy, V3
 KERAS3_LOSS_SCALE = {"dynamic_scale": "loss_scale", "step_counter": "loss_scale_good_steps"}
 _LAYER = re.compile(r"^layer_with_weights-(\d+)$")
+STEP_CHILD = "global_step"  # a step counter beside TF1 optimizers, which keep none themselves
 
 
 @dataclasses.dataclass
@@ -49,8 +50,83 @@ class _Optimizer:
 
 
 class TfCheckpointFormat(Format):
+    """Reads every generation's object-based checkpoint; writes v2, 2.11+, Keras 3 and TF1 layouts.
+
+    Writing needs the source's model weights (`ModelPayload`), laid out where the target's
+    loader looks for them. Two roots (option `root=`):
+      "save_weights": the graph is rooted at the model (`layer_with_weights-0/kernel`,
+          `optimizer/...`): what tf_keras `model.load_weights(path)` reads;
+      "checkpoint": `model/...`, `optimizer/...`, `save_counter`: what
+          `tf.train.Checkpoint(model=model, optimizer=optimizer).restore(path)` reads.
+    By default the source checkpoint's root is kept; other sources get "save_weights" for
+    v2 / 2.11+ targets. Keras 3 and TF1 object-based targets are always "checkpoint"
+    (Keras 3 `load_weights` reads no TF checkpoints; TF1 optimizers are not Keras-tracked).
+    Keras 3 keeps the model's weights as `optimizer/_trainable_variables/K` only, as Keras 3
+    itself does: they are restored once the optimizer is built.
+    """
+
     name = "tf_checkpoint"
     description = "TensorFlow object-based checkpoint (save_weights TF format, tf.train.Checkpoint)"
+    can_write = True
+    needs_model = True
+    generations = ("v2", "experimental", "keras3", "tf1")
+    extensions = (".ckpt",)
+
+    def read_model(self, path):
+        prefix = resolve_prefix(path)
+        if prefix is None:
+            raise FormatError(path, "not a TensorFlow checkpoint (no .index file and no `checkpoint` file)")
+        bundle = Bundle(prefix, origin=path)
+        graph = bundle.object_graph()
+        if graph is None:
+            raise UnsupportedFormatError(path, "a name-based TF1 Saver checkpoint; read it with "
+                                               "format='tf1_checkpoint'")
+        return model_payload(bundle, graph, str(path), source_format=self.name)
+
+    def write(self, state, path, model=None, progress=None, root=None, **options):
+        """Write `state` (in its target generation) and `model`'s weights as checkpoint prefix `path`."""
+        path = str(path)
+        if state.generation not in self.generations:
+            raise FormatError(path, "TF checkpoints hold %s optimizer state, not %s"
+                              % ("/".join(self.generations), state.generation))
+        if model is None:
+            raise FormatError(path, "writing a TF checkpoint needs the source model's weights; the source holds none")
+        root = choose_root(state.generation, model, root)
+        writer = GraphWriter()
+        if root == "checkpoint":
+            model_node = writer.link(0, "model", writer.node())
+            opt = writer.link(0, "optimizer", writer.node())
+            writer.link(model_node, "optimizer", opt)
+        else:
+            model_node, opt = 0, writer.link(0, "optimizer", writer.node())
+        trainable = trainable_nodes(model, state, path)
+        if state.generation == "keras3":
+            others = [i for i in range(len(model.weights)) if i not in set(trainable)]
+            if others:
+                raise FormatError(path, "the Keras 3 checkpoint layout written here keeps trainable model weights "
+                                        "only (as optimizer/_trainable_variables); %d non-trainable weights (%s) "
+                                        "would be lost" % (len(others), model.weights[others[0]][0]))
+            var_nodes = [writer.variable(model.weights[i][1], strip(model.weights[i][0])) for i in trainable]
+        else:
+            nodes = _add_model(writer, model_node, model, model_paths(model, path))
+            var_nodes = [nodes[i] for i in trainable]
+        names = [strip(model.weights[i][0]) for i in trainable]
+        try:
+            add_optimizer(writer, opt, state, var_nodes, names)
+        except FormatError as e:
+            if e.path == "None":  # the layout helpers do not know the file name
+                raise FormatError(path, e.problem) from e
+            raise
+        if root == "checkpoint":
+            if state.generation == "tf1" and "beta1_power" not in state.extra and state.iterations is not None:
+                writer.variable(np.asarray(state.iterations, np.int64), "global_step", 0, STEP_CHILD)
+            writer.variable(np.asarray(1, np.int64), "save_counter", 0, "save_counter")
+        try:
+            writer.save(path, progress)
+        except FormatError as e:
+            if e.path == "None":
+                raise FormatError(path, e.problem) from e
+            raise
 
     def validate(self, path):
         prefix = resolve_prefix(path)
@@ -69,6 +145,65 @@ class TfCheckpointFormat(Format):
                                   config=config)
         state.source.update(format=self.name, path=str(path), prefix=prefix)
         return state
+
+
+def choose_root(generation, model, root=None):
+    """The graph root to write (see `TfCheckpointFormat`): an explicit choice, the source's, or the default."""
+    if generation in ("keras3", "tf1"):
+        if root == "save_weights":
+            raise FormatError(None, "%s checkpoints are restored through tf.train.Checkpoint(model=..., "
+                                    "optimizer=...); root='save_weights' does not apply" % generation)
+        return "checkpoint"
+    if root is not None:
+        if root not in ROOTS:
+            raise FormatError(None, "root must be one of %s; received root=%r" % (", ".join(ROOTS), root))
+        return root
+    return (model.extra or {}).get("checkpoint_root") or "save_weights"
+
+
+def model_payload(bundle, graph, origin, source_format, rename=None):
+    """The model's weights in an object-based checkpoint, with their object paths (for the writers).
+
+    Names are the variables' own names (`hidden/kernel`, the graph's `full_name`), paths the
+    object paths under the model (`layer_with_weights-0/kernel`). Keras 3 checkpoints keep
+    the model's trainable weights only, under the optimizer (`_trainable_variables/K`).
+    """
+    root = 0
+    model_node = graph.child(root, "model")
+    model_root = root if model_node is None else model_node
+    opt_node = graph.child(root, "optimizer")
+    weights, paths = [], []
+    trainable_ids = None
+    if opt_node is not None:
+        found = _locate(graph, bundle, opt_node)
+        ch = graph.children(found.node)
+        if found.generation == "keras3":
+            nodes = graph.list_items(ch["_trainable_variables"])
+            for node_id in nodes:
+                key = graph.value_key(node_id)
+                weights.append((_full_name(graph, node_id) or key_path(key), bundle.tensor(key), True))
+            return ModelPayload(weights, source_format=source_format, source_path=origin,
+                                extra={"checkpoint_root": "checkpoint", "keras3": True})
+        slotted = {orig for orig, _, _ in graph.slot_variables(found.node)}
+        trainable_ids = slotted or None
+    names = graph.paths(model_root, skip={opt_node} if opt_node is not None else set())
+    for node_id in _model_variables(graph, model_root, opt_node):
+        key = graph.value_key(node_id)
+        path = names.get(node_id) or key_path(key)
+        name = _full_name(graph, node_id) or (rename(path) if rename else path)
+        weights.append((name, bundle.tensor(key), trainable_ids is None or node_id in trainable_ids))
+        paths.append(path)
+    if not weights:
+        raise FormatError(origin, "the checkpoint holds no model weights")
+    return ModelPayload(weights, source_format=source_format, source_path=origin,
+                        extra={"paths": paths, "checkpoint_root": "save_weights" if model_node is None else "checkpoint"})
+
+
+def _full_name(graph, node_id):
+    for a in graph.nodes[node_id].attributes:
+        if a.name == "VARIABLE_VALUE" and a.full_name:
+            return a.full_name
+    return None
 
 
 def read_object_graph(bundle, graph, origin, *, optimizer=None, variables=None, config=None, rename=None,
@@ -100,6 +235,11 @@ def read_object_graph(bundle, graph, origin, *, optimizer=None, variables=None, 
     for canonical, key in found.extras.items():
         state.extra[canonical] = bundle.tensor(key)
         keys["extra/%s" % canonical] = key
+    step = graph.child(root, STEP_CHILD)
+    if state.iterations is None and step is not None and graph.value_key(step) in bundle:
+        state.iterations = int(bundle.scalar(graph.value_key(step)))  # tf.train.Checkpoint(global_step=...)
+        keys["iterations"] = graph.value_key(step)
+    state.source["root"] = "save_weights" if model_node is None else "checkpoint"
     if found.wrapper:
         state.source["wrapper"] = found.wrapper
     return state
@@ -458,3 +598,359 @@ def _confirm_by_lists(state, spec, gen, graph, lists, origin):
 
 
 FORMAT = TfCheckpointFormat()
+
+
+# == writing ==========================================================================================
+# The writer builds the TrackableObjectGraph itself (no Keras at runtime) and saves the bundle with
+# `tf.raw_ops.SaveV2`. Each target generation's optimizer object is laid out as the real version lays
+# it out (LAYOUTS §1.2, §2.2, §3.3, §5.2); the model's variables come from the source's `ModelPayload`.
+
+SLOT_EDGE = ".OPTIMIZER_SLOT"
+ROOTS = ("save_weights", "checkpoint")  # `model.save_weights` / `tf.train.Checkpoint(model=, optimizer=)`
+LOSS_SCALE_KEYS = {v: k for k, v in LOSS_SCALE_CHILDREN.items()}  # canonical -> child of `loss_scale`
+
+
+def _escape(name):
+    """TF's escaping of one object name inside a checkpoint key (`.` -> `..`, `/` -> `.S`)."""
+    return name.replace(".", "..").replace("/", ".S")
+
+
+class GraphWriter:
+    """A TrackableObjectGraph under construction, plus the tensor of every variable node.
+
+    Nodes are created with `node()`, linked with `link(parent, name, child)`; `variable()` makes a
+    node holding a value. `save(prefix)` names every value by its shortest object path (what TF
+    itself does), names slot variables `<variable path>/.OPTIMIZER_SLOT/<optimizer path>/<slot>`,
+    and writes the bundle with the serialized graph under `_CHECKPOINTABLE_OBJECT_GRAPH`.
+    """
+
+    def __init__(self, proto=None, values=None):
+        from tensorflow.core.protobuf import trackable_object_graph_pb2
+        self.proto = proto if proto is not None else trackable_object_graph_pb2.TrackableObjectGraph()
+        if proto is None:
+            self.proto.nodes.add()  # the root
+        self.values = dict(values or {})  # node id -> numpy array, or a callable returning one
+        self.fixed = {}  # node id -> checkpoint key kept from a copied graph
+        self.full_names = {}
+
+    def node(self):
+        self.proto.nodes.add()
+        return len(self.proto.nodes) - 1
+
+    def link(self, parent, name, child):
+        ref = self.proto.nodes[parent].children.add()
+        ref.node_id, ref.local_name = child, str(name)
+        return child
+
+    def variable(self, value, full_name, parent=None, name=None):
+        node_id = self.node()
+        self.values[node_id] = value
+        self.full_names[node_id] = full_name
+        if parent is not None:
+            self.link(parent, name, node_id)
+        return node_id
+
+    def slot(self, optimizer, original, slot_name, value, full_name):
+        node_id = self.variable(value, full_name)
+        ref = self.proto.nodes[optimizer].slot_variables.add()
+        ref.original_variable_node_id, ref.slot_name, ref.slot_variable_node_id = original, slot_name, node_id
+        return node_id
+
+    def list_node(self, parent, name, items):
+        node_id = self.link(parent, name, self.node())
+        for i, item in enumerate(items):
+            self.link(node_id, str(i), item)
+        return node_id
+
+    def _paths(self):
+        paths, frontier = {0: ""}, [0]
+        while frontier:
+            nxt = []
+            for node_id in frontier:
+                for c in self.proto.nodes[node_id].children:
+                    if c.node_id not in paths:
+                        prefix = paths[node_id]
+                        paths[c.node_id] = prefix + "/" + _escape(c.local_name) if prefix else _escape(c.local_name)
+                        nxt.append(c.node_id)
+            frontier = nxt
+        return paths
+
+    def _keys(self):
+        paths = self._paths()
+        keys = dict(self.fixed)
+        for node_id, node in enumerate(self.proto.nodes):
+            for s in node.slot_variables:
+                if s.original_variable_node_id not in paths or node_id not in paths:
+                    raise FormatError(None, "slot %r hangs off an object the graph cannot reach" % s.slot_name)
+                keys[s.slot_variable_node_id] = "%s/%s/%s/%s" % (paths[s.original_variable_node_id], SLOT_EDGE,
+                                                                 paths[node_id], _escape(s.slot_name))
+        for node_id in self.values:
+            if node_id not in keys:
+                if node_id not in paths:
+                    raise FormatError(None, "variable node %d is unreachable from the root" % node_id)
+                keys[node_id] = paths[node_id]
+        return {n: k if k.endswith(VALUE_SUFFIX) else k + VALUE_SUFFIX for n, k in keys.items()}
+
+    def save(self, prefix, progress=None):
+        import tensorflow as tf
+        keys = self._keys()
+        for node_id, key in keys.items():
+            node = self.proto.nodes[node_id]
+            if not node.attributes:
+                attr = node.attributes.add()
+                attr.name, attr.full_name, attr.checkpoint_key = "VARIABLE_VALUE", self.full_names.get(node_id, ""), key
+        names, tensors = [], []
+        order = sorted(self.values, key=lambda n: keys[n])
+        for i, node_id in enumerate(order):
+            value = self.values[node_id]
+            value = np.asarray(value() if callable(value) else value)
+            names.append(keys[node_id])
+            tensors.append(tf.constant(value))
+            if progress:
+                progress(i + 1, len(order), keys[node_id])
+        if len(set(names)) != len(names):
+            raise FormatError(prefix, "two variables would share a checkpoint key: %s"
+                              % sorted({n for n in names if names.count(n) > 1})[:3])
+        names.append(GRAPH_KEY)
+        tensors.append(tf.constant(self.proto.SerializeToString(deterministic=True)))
+        try:
+            tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+        except Exception as e:  # tf.errors.OpError
+            raise FormatError(prefix, "cannot write the checkpoint: %s" % str(e).splitlines()[0]) from e
+
+
+# -- the model part ----------------------------------------------------------------------------------
+def model_paths(model, where):
+    """Each payload weight's object path under a Keras 2 model (`layer_with_weights-K/kernel`).
+
+    Checkpoint and SavedModel payloads record their paths; otherwise the K-th layer that has
+    weights (the payload's `layers` list, or the K-th distinct `<layer>/` prefix of the weight
+    names, e.g. TF1 `variable_scope`s) becomes `layer_with_weights-K` and the last name part the
+    attribute (`hidden/kernel:0` -> `kernel`), which is how Keras 2 layers name their variables.
+    """
+    extra = model.extra or {}
+    if extra.get("paths"):
+        return list(extra["paths"])
+    names = [strip(n) for n, _, _ in model.weights]
+    groups = []
+    if extra.get("layers"):
+        for layer in extra["layers"]:
+            if layer.get("weights"):
+                groups.append(len(layer["weights"]))
+    else:
+        prefixes = []
+        for name in names:
+            head = name.rpartition("/")[0]
+            if not prefixes or prefixes[-1][0] != head:
+                prefixes.append([head, 0])
+            prefixes[-1][1] += 1
+        groups = [n for _, n in prefixes]
+    if sum(groups) != len(names):
+        raise FormatError(where, "cannot lay out the model's %d weights by layer" % len(names))
+    paths, i = [], 0
+    for k, count in enumerate(groups):
+        for _ in range(count):
+            paths.append("layer_with_weights-%d/%s" % (k, names[i].rpartition("/")[2]))
+            i += 1
+    if len(set(paths)) != len(paths):
+        raise FormatError(where, "two model weights would share the object path %s"
+                          % sorted({p for p in paths if paths.count(p) > 1})[0])
+    return paths
+
+
+def strip(name):
+    head, sep, tail = name.rpartition(":")
+    return head if sep and tail.isdigit() else name
+
+
+def trainable_nodes(model, state, where):
+    """Indices of the payload's trainable weights, checked against the state's variables (count, shapes)."""
+    trainable = [i for i, (_, _, flag) in enumerate(model.weights) if flag]
+    got = [tuple(np.shape(model.weights[i][1])) for i in trainable]
+    want = [tuple(v.shape) for v in state.variables]
+    if got != want:
+        raise FormatError(where, "the model's trainable weights %s do not match the optimizer state's variables %s"
+                          % (got[:6], want[:6]))
+    return trainable
+
+
+def _add_model(writer, parent, model, paths):
+    """Variable nodes for every payload weight at its path under `parent`; returns their node ids."""
+    layer_nodes, out = {}, []
+    for (name, value, _), path in zip(model.weights, paths):
+        head, _, attr = path.rpartition("/")
+        owner = parent
+        if head:
+            if head not in layer_nodes:
+                owner_parent = parent
+                for part in head.split("/"):
+                    existing = next((c.node_id for c in writer.proto.nodes[owner_parent].children
+                                     if c.local_name == part), None)
+                    owner_parent = existing if existing is not None else writer.link(owner_parent, part, writer.node())
+                layer_nodes[head] = owner_parent
+            owner = layer_nodes[head]
+        out.append(writer.variable(value, strip(name), owner, attr))
+    return out
+
+
+# -- the optimizer part ------------------------------------------------------------------------------
+def _scalar(value, dtype):
+    return np.asarray(materialize(value) if value is not None else 0, dtype=dtype)
+
+
+def _v2_hypers(spec, config):
+    """{name: float} of the legacy optimizer's float hyperparameters (its `_hyper`), which
+    OptimizerV2 checkpoints store as variables (LAYOUTS §1.2)."""
+    from ..optimizers import _accepted_config, optimizer_class
+    cls = optimizer_class(spec.name, "v2")
+    opt = cls.from_config(_accepted_config(cls, config))
+    out = {}
+    for name, value in sorted(opt._hyper.items()):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def _class_prefix(spec, generation, config):
+    name = config.get("name")
+    if isinstance(name, str) and name:
+        return name
+    cls = (spec.class_names.get(generation) or (spec.name,))[0]
+    return cls.split(">")[-1]
+
+
+def _write_slot_edges(writer, opt, state, spec, var_nodes, var_names, generation):
+    """OptimizerV2 / TF1: each slot hangs off its model variable by a `slot_variables` edge."""
+    order = [s for s in spec.slots if s in spec.names.get(generation, {})]
+    prefix = _class_prefix(spec, generation, state.config)
+    tf1_suffix = spec.tf1_namebased_suffixes(state.config, prefix) if generation == "tf1" else {}
+    present = set(state.slot_names())
+    unknown = present - set(order)
+    if unknown:
+        raise FormatError(None, "the %s %s optimizer keeps no slot %s" % (generation, spec.name, sorted(unknown)))
+    for slot in order:  # slot-major, in slot-creation order, as `_create_slots` makes them
+        own = spec.names[generation][slot]
+        for var, node_id, name in zip(state.variables, var_nodes, var_names):
+            value = state.slots.get(var.name, {}).get(slot)
+            if value is None:
+                continue
+            full = ("%s/%s" % (name, tf1_suffix.get(slot, own)) if generation == "tf1"
+                    else "%s/%s/%s" % (prefix, name, own))
+            writer.slot(opt, node_id, own, value, full)
+
+
+def _write_v2(writer, opt, state, spec, var_nodes, var_names):
+    prefix = _class_prefix(spec, "v2", state.config)
+    extras = dict(state.extra)
+    if any(k in extras for k in LOSS_SCALE_KEYS):  # legacy LossScaleOptimizer (LAYOUTS §1.6)
+        scale = writer.link(opt, "loss_scale", writer.node())
+        for canonical, child in LOSS_SCALE_KEYS.items():
+            if canonical in extras:
+                dtype = "int64" if child == "good_steps" else "float32"
+                writer.variable(_scalar(extras.pop(canonical), dtype), child, scale, child)
+        writer.link(opt, "base_optimizer", writer.node())
+    writer.variable(np.asarray(state.iterations or 0, np.int64), "%s/iter" % prefix, opt, "iter")
+    hypers = _v2_hypers(spec, state.config)
+    if isinstance(state.config.get("learning_rate"), dict):
+        hypers.pop("learning_rate", None)  # a schedule is config only; `iter` drives it
+    for name, value in hypers.items():
+        writer.variable(np.asarray(value, np.float32), "%s/%s" % (prefix, name), opt, name)
+    for canonical in list(extras):
+        key = spec.extra_key("v2", canonical)
+        if key is None:
+            raise FormatError(None, "a legacy %s checkpoint has no place for %r" % (spec.name, canonical))
+        writer.variable(_scalar(extras.pop(canonical), "float32"), "%s/%s" % (prefix, key), opt, key)
+    _write_slot_edges(writer, opt, state, spec, var_nodes, var_names, "v2")
+
+
+def _write_tf1(writer, opt, state, spec, var_nodes, var_names):
+    for canonical, value in state.extra.items():
+        key = spec.extra_key("tf1", canonical)
+        if key is None:
+            raise FormatError(None, "a TF1 %s checkpoint has no place for %r" % (spec.name, canonical))
+        writer.variable(_scalar(value, "float32"), key, opt, key)
+    _write_slot_edges(writer, opt, state, spec, var_nodes, var_names, "tf1")
+
+
+def _write_positional(writer, opt, state, spec, var_nodes, generation):
+    """2.11+ and Keras 3: `_variables/N` in build order, the per-slot lists, `_iterations`, ...
+
+    Keras 3 also lists the model's variables as `_trainable_variables/K`; that is where its
+    checkpoints keep them (the shortest path), so `var_nodes` must hang there for Keras 3.
+    """
+    layout = positional_layout(spec, generation, state.config, [v.shape for v in state.variables],
+                               [v.dtype for v in state.variables])
+    prefix = _class_prefix(spec, generation, state.config)
+    if generation == "keras3":
+        from ..optimizers.registry import keras3_prefix
+        prefix = keras3_prefix(prefix) if prefix[:1].isupper() else prefix
+    extras = dict(state.extra)
+    scale = {k: extras.pop(k) for k in list(extras) if k in LOSS_SCALE_KEYS}
+    if scale and generation == "keras3":
+        raise FormatError(None, "writing a Keras 3 LossScaleOptimizer checkpoint is not supported")
+    named_children = {"iterations": "_iterations", "learning_rate": "_learning_rate"}
+    items, lists, missing = [], {}, []
+    tracked = {canonical: attr for attr, canonical in dict(GENERIC_TRACKED, **spec.tracked.get(generation, {})).items()}
+    for entry in layout:
+        if entry.kind == "slot":
+            var = state.variables[entry.var_index]
+            value = state.slots.get(var.name, {}).get(entry.name)
+            label = "%s of %s" % (entry.name, var.name)
+            full = ("%s/%s_%s" % (prefix, var.name.replace("/", "_"), entry.name) if generation == "keras3"
+                    else "%s/%s/%s" % (prefix, spec.names[generation].get(entry.name, entry.name), var.name))
+        elif entry.name == "iterations":
+            value = extras.pop("gradient_accumulation_iterations", None)
+            value = np.asarray(state.iterations or 0 if value is None else materialize(value), np.int64)
+            label, full = "iterations", "%s/iteration" % prefix if generation == "keras3" else "iteration"
+        else:
+            value = extras.pop(entry.name, None)
+            label, full = entry.name, "%s/%s" % (prefix, entry.name)
+        if value is None:
+            missing.append(label)
+            continue
+        array_dtype = entry.dtype if entry.kind == "extra" else None
+        if tuple(np.shape(value)) != tuple(entry.shape):
+            raise FormatError(None, "%s has shape %s, the %s build order of %s expects %s"
+                              % (label, tuple(np.shape(value)), generation, spec.name, tuple(entry.shape)))
+        node_id = writer.variable(_scalar(value, array_dtype) if array_dtype else value, full)
+        items.append(node_id)
+        if entry.kind == "slot" and entry.name in tracked:
+            lists.setdefault(tracked[entry.name], []).append(node_id)
+        elif entry.kind == "extra":
+            writer.link(opt, named_children.get(entry.name, "_" + entry.name), node_id)
+    if missing:
+        raise FormatError(None, "%d of %d %s %s optimizer variables are not in the state: %s"
+                          % (len(missing), len(layout), generation, spec.name, ", ".join(missing[:5])))
+    writer.list_node(opt, "_variables", items)
+    if generation == "keras3":
+        writer.list_node(opt, "_trainable_variables", var_nodes)
+    for attr, nodes in lists.items():
+        writer.list_node(opt, attr, nodes)
+    for canonical, value in extras.items():
+        key = spec.extra_key(generation, canonical)
+        if canonical == "current_learning_rate":
+            key = "_current_learning_rate"
+        elif key is None and canonical == "learning_rate":
+            key = "_learning_rate"
+        if key is None:
+            raise FormatError(None, "a %s %s checkpoint has no place for %r" % (generation, spec.name, canonical))
+        writer.variable(_scalar(value, "float32"), "%s/%s" % (prefix, key.lstrip("_")), opt, key)
+    if scale:
+        node = writer.link(opt, "loss_scale", writer.node())
+        for canonical, value in scale.items():
+            child = LOSS_SCALE_KEYS[canonical]
+            writer.variable(_scalar(value, "int64" if child == "good_steps" else "float32"), child, node, child)
+
+
+def add_optimizer(writer, opt, state, var_nodes, var_names):
+    """Lay out `state` (already in its target generation) under the optimizer node `opt`."""
+    spec = get_spec(state.optimizer)
+    if state.generation == "v2":
+        _write_v2(writer, opt, state, spec, var_nodes, var_names)
+    elif state.generation == "tf1":
+        _write_tf1(writer, opt, state, spec, var_nodes, var_names)
+    elif state.generation in ("experimental", "keras3"):
+        _write_positional(writer, opt, state, spec, var_nodes, state.generation)
+    else:
+        raise FormatError(None, "TF checkpoints hold no %s optimizer state (Keras v1 optimizers save none)"
+                          % state.generation)
