@@ -15,11 +15,17 @@ from ..optimizers.spec import positional_layout
 from ..schema import VariableSpec, materialize
 
 
+# Spellings of other generations -> the Keras names the schema uses (Keras v1 `lr`; TF1 Adam's
+# `beta1` / `beta2`, which `tf.compat.v1.train.AdamOptimizer` takes).
+CONFIG_SPELLINGS = {"lr": "learning_rate", "beta1": "beta_1", "beta2": "beta_2"}
+
+
 def canonical_config(config):
-    """Keras config with the v1 spelling `lr` turned into `learning_rate`."""
+    """Keras config with the v1 spelling `lr` and TF1's `beta1` / `beta2` turned into Keras names."""
     config = dict(config or {})
-    if "lr" in config and "learning_rate" not in config:
-        config["learning_rate"] = config.pop("lr")
+    for own, keras in CONFIG_SPELLINGS.items():
+        if own in config and keras not in config:
+            config[keras] = config.pop(own)
     return config
 
 

@@ -11,11 +11,13 @@ never imported or run); without it, key order is used and the state says so.
 import os
 import re
 
+import numpy as np
+
 from ..errors import FormatError, MappingError, UnsupportedFormatError
 from ..optimizers.registry import SPECS, get_spec
 from ..optimizers.spec import flag_configs
-from ..schema import OptimizerState, VariableSpec
-from .base import Format
+from ..schema import OptimizerState, VariableSpec, materialize
+from .base import Format, ModelPayload
 from .mapping import attach_named, canonical_config, strip_device_suffix
 from .tf_bundle import GRAPH_KEY, Bundle, looks_object_based, resolve_prefix
 from .tf_checkpoint import pick_spec, tf1_iterations
@@ -25,8 +27,78 @@ _NUMBERED = re.compile(r"^(.*?)(?:_(\d+))?$")
 
 
 class Tf1CheckpointFormat(Format):
+    """TF1 name-based checkpoints, read and written.
+
+    The writer keys every tensor by variable name, as `tf.compat.v1.train.Saver` does: the
+    model's weights under the names the source gives them (`hidden/kernel`; checkpoint and
+    SavedModel sources give the variables' own names, not object paths), each slot as
+    `<var>/<Name>`, `<var>/<Name>_1`, ... with the TF1 optimizer's default name (`Adam`), the
+    non-slot variables (`beta1_power`, ...) and `global_step` = iterations. Beside it goes
+    `<prefix>.meta`, a MetaGraphDef declaring those variables (trainable ones in the model's
+    order) with a Saver, as the Saver itself writes one: it records the variable order and
+    lets `tf.compat.v1.train.import_meta_graph` rebuild the variables.
+    """
+
     name = "tf1_checkpoint"
     description = "TF1 name-based checkpoint (tf.compat.v1.train.Saver)"
+    can_write = True
+    needs_model = True
+    generations = ("tf1",)
+    extensions = ()
+
+    def read_model(self, path):
+        prefix = resolve_prefix(path)
+        if prefix is None:
+            raise FormatError(path, "not a TensorFlow checkpoint (no .index file and no `checkpoint` file)")
+        bundle = Bundle(prefix, origin=path)
+        slots, others = _split_keys(bundle.keys())
+        slotted = {var for var, _, _ in slots}
+        candidates = [k for k in others if k != STEP_KEY and bundle.shapes[k] != () and k != GRAPH_KEY]
+        model_keys = _ordered([k for k in candidates if not slotted or k in slotted], prefix)
+        rest = [k for k in candidates if k not in set(model_keys)]
+        weights = [(k, bundle.tensor(k), True) for k in model_keys]
+        weights += [(k, bundle.tensor(k), False) for k in rest if slotted]
+        if not weights:
+            raise FormatError(path, "the checkpoint holds no model variables")
+        return ModelPayload(weights, source_format=self.name, source_path=str(path))
+
+    def write(self, state, path, model=None, progress=None, **options):
+        """Write `state` (generation tf1) and the model's weights as Saver checkpoint `path` (+ `.meta`)."""
+        path = str(path)
+        if state.generation != "tf1":
+            raise FormatError(path, "a TF1 name-based checkpoint holds tf1 optimizer state, not %s; convert with "
+                                    "to='tf1'" % state.generation)
+        if model is None:
+            raise FormatError(path, "writing a TF1 checkpoint needs the source model's weights; the source holds none")
+        spec = get_spec(state.optimizer)
+        trainable = [i for i, (_, _, flag) in enumerate(model.weights) if flag]
+        if [tuple(np.shape(model.weights[i][1])) for i in trainable] != [tuple(v.shape) for v in state.variables]:
+            raise FormatError(path, "the model's trainable weights do not match the optimizer state's variables %s"
+                              % [tuple(v.shape) for v in state.variables][:6])
+        names = [_strip(n) for n, _, _ in model.weights]
+        suffixes = spec.tf1_namebased_suffixes(state.config, _default_name(spec))
+        tensors = [(name, value, i in set(trainable)) for i, (name, (_, value, _)) in enumerate(zip(names, model.weights))]
+        for slot in suffixes:
+            for i, var in zip(trainable, state.variables):
+                value = state.slots.get(var.name, {}).get(slot)
+                if value is not None:
+                    tensors.append(("%s/%s" % (names[i], suffixes[slot]), value, False))
+        unknown = {s for per in state.slots.values() for s in per} - set(suffixes)
+        if unknown:
+            raise FormatError(path, "the TF1 %s optimizer keeps no slot %s" % (spec.name, sorted(unknown)))
+        for canonical, value in state.extra.items():
+            key = spec.extra_key("tf1", canonical)
+            if key is None:
+                raise FormatError(path, "a TF1 %s checkpoint has no place for %r" % (spec.name, canonical))
+            tensors.append((key, np.asarray(materialize(value), np.float32), False))
+        if state.iterations is not None:
+            tensors.append((STEP_KEY, np.asarray(state.iterations, np.int64), False))
+        keys = [k for k, _, _ in tensors]
+        if len(set(keys)) != len(keys):
+            raise FormatError(path, "two tensors would share the key %s" % sorted({k for k in keys if keys.count(k) > 1})[0])
+        save_bundle(path, [(k, v) for k, v, _ in tensors], progress)
+        write_meta_graph(path + ".meta", [(k, tuple(np.shape(v)), np.asarray(v).dtype if not hasattr(v, "dtype")
+                                           else np.dtype(v.dtype), flag) for k, v, flag in tensors])
 
     def validate(self, path):
         prefix = resolve_prefix(path)
@@ -176,6 +248,48 @@ def _variables(bundle, model_keys, prefix, hint, origin, warnings):
         warnings.append("no readable %s.meta: model variables are in key (alphabetical) order, which need not "
                         "be the model's; pass variables=... for the real order" % os.path.basename(prefix))
     return found
+
+
+def _strip(name):
+    return strip_device_suffix(name)
+
+
+def save_bundle(prefix, tensors, progress=None):
+    """Write (key, array) pairs as a tensor bundle with `tf.raw_ops.SaveV2` (no object graph)."""
+    import tensorflow as tf
+    names, values = [], []
+    for i, (key, value) in enumerate(sorted(tensors, key=lambda t: t[0])):
+        names.append(key)
+        values.append(tf.constant(np.asarray(materialize(value))))
+        if progress:
+            progress(i + 1, len(tensors), key)
+    try:
+        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=values)
+    except Exception as e:  # tf.errors.OpError
+        raise FormatError(prefix, "cannot write the checkpoint: %s" % str(e).splitlines()[0]) from e
+
+
+def write_meta_graph(path, variables):
+    """A MetaGraphDef declaring `variables` ((name, shape, dtype, trainable), in order) and a Saver.
+
+    Variables are zero-initialised graph variables, so the file stays small whatever their size;
+    `global_step` joins the GLOBAL_STEP collection.
+    """
+    import tensorflow as tf
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        made = []
+        for name, shape, dtype, trainable in variables:
+            collections = [v1.GraphKeys.GLOBAL_VARIABLES]
+            if name == STEP_KEY:
+                collections.append(v1.GraphKeys.GLOBAL_STEP)
+            made.append(v1.get_variable(name, shape, tf.as_dtype(dtype), initializer=v1.zeros_initializer(),
+                                        trainable=trainable, use_resource=False, collections=collections))
+            if trainable:
+                graph.add_to_collection(v1.GraphKeys.TRAINABLE_VARIABLES, made[-1])
+        saver = v1.train.Saver(made, sharded=False)
+        saver.export_meta_graph(path, clear_devices=True, strip_default_attrs=True)
 
 
 FORMAT = Tf1CheckpointFormat()
