@@ -92,6 +92,8 @@ def apply_state(optimizer, state, var_list):
             ours = {c: s for v, per in optimizer.slot_variables() if v is var for c, s in per.items()}
         for canonical, value in state.slots.get(name, {}).items():
             target = ours.get(canonical)
+            if target is None and _not_kept(optimizer, canonical, var):
+                continue  # a placeholder our generation does not keep (Keras 3 Adafactor's scalar r/c)
             if target is None:
                 problems.append("%s: no slot %r in %s" % (name, canonical, type(optimizer).__name__))
                 continue
@@ -115,6 +117,13 @@ def apply_state(optimizer, state, var_list):
         optimizer._after_state_restored()
     state.source["mapping"] = how
     return how
+
+
+def _not_kept(optimizer, canonical, var):
+    spec = optimizer.SPEC
+    if canonical not in spec.slots:
+        return False
+    return spec.shape_rule(canonical, tuple(var.shape), {}, optimizer.GENERATION) is None
 
 
 def apply_pending_state(optimizer, var_list):
