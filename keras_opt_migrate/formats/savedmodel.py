@@ -12,13 +12,15 @@ tf_keras is not needed.
 
 import json
 import os
+import shutil
 
 from ..errors import FormatError
 from ..optimizers.registry import spec_for_class
 from ..optimizers.spec import GENERATIONS
 from .base import MAX_JSON_BYTES, Format
 from .tf_bundle import Bundle
-from .tf_checkpoint import read_object_graph
+from .tf_checkpoint import (GraphWriter, _locate, _model_variables, add_optimizer, model_payload, read_object_graph, strip,
+                            trainable_nodes)
 
 METADATA_FILE = "keras_metadata.pb"
 VARIABLES_PREFIX = os.path.join("variables", "variables")
@@ -29,8 +31,82 @@ WRAPPER_CLASSES = ("LossScaleOptimizer", "LossScaleOptimizerV3")
 
 
 class SavedModelFormat(Format):
+    """Keras 2 SavedModels: read, and rewritten with converted optimizer state.
+
+    The writer copies the source SavedModel verbatim (graph, assets, `keras_metadata.pb`) and
+    rewrites only `variables/variables`: every model (and metric) tensor and the object graph
+    are kept, the optimizer's subtree is replaced by the target generation's layout (v2 or
+    2.11+; a SavedModel is Keras 2's format) of the same generation as the source's: the graph in
+    `saved_model.pb` describes that optimizer, and tf_keras `load_model` refuses a bundle whose
+    optimizer objects differ from it. For another generation, write a TF checkpoint.
+
+    tf_keras `load_model` ignores optimizer state in a SavedModel: it recompiles the optimizer
+    from `training_config` and hands back a fresh one (LAYOUTS §7.2). The state is restored by
+    the workaround: build the model and the target generation's optimizer, `compile`, then
+    `model.load_weights('<sm>/variables/variables')`. `keras_metadata.pb` still names the
+    source's optimizer class, so `load_model` keeps recompiling that one.
+    """
+
     name = "savedmodel"
     description = "Keras 2 SavedModel directory (variables/variables + keras_metadata.pb)"
+    can_write = True
+    needs_model = True
+    generations = ("v2", "experimental")
+    extensions = ()
+
+    def read_model(self, path):
+        origin = str(path)
+        meta_path = os.path.join(path, METADATA_FILE)
+        nodes = read_saved_metadata(meta_path) if os.path.isfile(meta_path) else {}
+        root = nodes.get("root", {})
+        layer_names = _layer_names(nodes)
+        bundle = Bundle(os.path.join(path, VARIABLES_PREFIX), origin=origin)
+        graph = bundle.object_graph()
+        if graph is None:
+            raise FormatError(origin, "%s has no object graph" % VARIABLES_PREFIX)
+        payload = model_payload(bundle, graph, origin, self.name, rename=lambda p: _rename(p, layer_names))
+        payload.config = root.get("model_config")
+        payload.keras_version = root.get("keras_version")
+        payload.extra["training_config"] = root.get("training_config")
+        layers = {}
+        for (name, _, _), obj_path in zip(payload.weights, payload.extra["paths"]):
+            head = obj_path.partition("/")[0]
+            layers.setdefault(head, {"name": layer_names.get(head, head), "class_name": None, "weights": []})
+            layers[head]["weights"].append(name + ":0")
+        payload.extra["layers"] = list(layers.values())
+        return payload
+
+    def write(self, state, path, model=None, progress=None, **options):
+        """Copy the source SavedModel to `path` with `variables/variables` holding `state`."""
+        path = str(path)
+        if state.generation not in self.generations:
+            raise FormatError(path, "a Keras 2 SavedModel holds %s optimizer state, not %s (Keras 3 cannot load "
+                                    "SavedModels: write a .keras archive)" % ("/".join(self.generations),
+                                                                            state.generation))
+        source = model.source_path if model is not None else None
+        if model is None or model.source_format != self.name or not source or not self.validate(source):
+            raise FormatError(path, "a SavedModel is written from a SavedModel source (its graph and functions are "
+                                    "copied); the source is %s" % (model.source_format if model else "unknown"))
+        bundle = Bundle(os.path.join(source, VARIABLES_PREFIX), origin=source)
+        graph = bundle.object_graph()
+        opt = graph.child(0, "optimizer") if graph is not None else None
+        own = _locate(graph, bundle, opt).generation if opt is not None else None
+        if own != state.generation:
+            raise FormatError(path, "the source SavedModel's graph (saved_model.pb) holds a %s optimizer, and tf_keras "
+                                    "load_model refuses variables whose optimizer objects differ from it; convert to "
+                                    "%s here, or write a TF checkpoint (format='tf_checkpoint') of the %s state, which "
+                                    "model.load_weights restores" % (own, own, state.generation))
+        shutil.copytree(source, path, ignore=lambda d, names: [n for n in names if os.path.join(d, n).startswith(
+            os.path.join(source, VARIABLES_PREFIX) + ".")])
+        writer, opt = _keep_all_but_optimizer(graph, bundle, path)
+        model_nodes = _model_variables(graph, 0, opt)
+        trainable = trainable_nodes(model, state, path)
+        if len(model_nodes) != len(model.weights):
+            raise FormatError(path, "the SavedModel's graph has %d model variables, its weights %d"
+                              % (len(model_nodes), len(model.weights)))
+        add_optimizer(writer, opt, state, [model_nodes[i] for i in trainable],
+                      [strip(model.weights[i][0]) for i in trainable])
+        writer.save(os.path.join(path, VARIABLES_PREFIX), progress)
 
     def validate(self, path):
         return (os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in SAVED_MODEL_FILES)
@@ -48,8 +124,7 @@ class SavedModelFormat(Format):
         root = nodes.get("root", {})
         class_name, file_config = _optimizer_config(root)
         hint = optimizer or _algorithm(class_name)
-        layer_names = {p.split(".", 1)[1]: m["name"] for p, m in nodes.items()
-                       if p.startswith("root.") and p.count(".") == 1 and isinstance(m.get("name"), str)}
+        layer_names = _layer_names(nodes)
 
         bundle = Bundle(os.path.join(path, VARIABLES_PREFIX), origin=origin)
         graph = bundle.object_graph()
@@ -67,6 +142,38 @@ class SavedModelFormat(Format):
         if tf_version:
             state.source["tensorflow_version"] = tf_version
         return state
+
+
+def _layer_names(nodes):
+    return {p.split(".", 1)[1]: m["name"] for p, m in nodes.items()
+            if p.startswith("root.") and p.count(".") == 1 and isinstance(m.get("name"), str)}
+
+
+def _keep_all_but_optimizer(graph, bundle, where):
+    """A GraphWriter over a copy of `graph` whose optimizer object is emptied (ready for the new
+    layout) and whose objects only the optimizer reached are cleared; everything else keeps its
+    node id, checkpoint key and value (read from `bundle` when saved)."""
+    proto = type(graph.proto)()
+    proto.CopyFrom(graph.proto)
+    opt = graph.child(0, "optimizer")
+    if opt is None:
+        raise FormatError(where, "the source SavedModel has no optimizer object to rewrite")
+    kept = set(graph.paths(0, skip={opt}))
+    for node_id in kept:  # slot tables live on optimizers only; a kept slot variable would be orphaned
+        if proto.nodes[node_id].slot_variables:
+            raise FormatError(where, "object %d besides the optimizer holds slot variables" % node_id)
+    for node_id, node in enumerate(proto.nodes):
+        if node_id not in kept:
+            del node.children[:]
+            del node.attributes[:]
+            del node.slot_variables[:]
+    writer = GraphWriter(proto)
+    for node_id in kept:
+        for attr in proto.nodes[node_id].attributes:
+            if attr.name == "VARIABLE_VALUE" and attr.checkpoint_key in bundle:
+                writer.fixed[node_id] = attr.checkpoint_key
+                writer.values[node_id] = (lambda key: lambda: bundle.read(key))(attr.checkpoint_key)
+    return writer, opt
 
 
 def _tensorflow_version(path):
