@@ -53,7 +53,7 @@ def _ours(optimizer):
 
 
 def _restore_ours(optimizer, state, var_list):
-    from .optimizers.state_io import apply_state, check_algorithm
+    from .optimizers.state_io import check_algorithm
     check_algorithm(optimizer, state)
     optimizer._pending_state = state
     optimizer._attach_pending_state(var_list)

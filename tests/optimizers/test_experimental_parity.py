@@ -7,7 +7,6 @@ inside tf.function. tf_keras has every algorithm here, so Keras 3 is not needed 
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_opt_migrate.optimizers import experimental as ex
 from opt_problems import gradient_stream, max_abs_diff, run, values

@@ -23,7 +23,6 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from ...errors import KerasOptMigrateError
 from .. import schedules
 from .._common import all_reduce_sum_gradients, filter_empty_gradients
 
