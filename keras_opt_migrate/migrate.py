@@ -175,7 +175,26 @@ def migrate(state, to, *, optimizer=None, config=None, partial=False):
     for problem in refusals.problems:
         target.warnings.append("partial conversion: " + problem)
     _judge_continuation(state, source_spec, target, target_spec, substitute_note, report)
+    _flag_recomputed_u_product(state, report)
     return target, report
+
+
+def _flag_recomputed_u_product(state, report):
+    """A 2.11+ Nadam's `_u_product` recomputed from the formula is not the one the run had.
+
+    The tf_keras 2.11+ Nadam multiplies `_u_product` under a Python-side counter, so inside a
+    compiled train step it is multiplied once per variable rather than once per step (observed:
+    4.1e-05 after 3 steps where the formula gives 0.080). Files without `_u_product` (.h5,
+    .keras) therefore cannot be continued exactly, whatever the target.
+    """
+    if state.optimizer != "nadam" or state.generation != "experimental" or "u_product" in state.extra:
+        return
+    reason = ("the 2.11+ Nadam's running _u_product is not in the source file and its real value drifts from the "
+              "schedule formula (it is updated once per variable in compiled steps), so it cannot be recomputed")
+    if report.continuation == DIFFERENT:
+        report.continuation_reason += "; " + reason
+    else:
+        report.continuation, report.continuation_reason = DIFFERENT, reason
 
 
 # -- config -------------------------------------------------------------------------------
@@ -218,6 +237,10 @@ def _convert_config(state, to, target_spec, overrides, report, refusals):
             else:
                 refusals.refuse("Keras v1 optimizers take no learning-rate schedule (%s)" % lr.get("class_name"))
         config.setdefault("decay", 0.0)
+    if "schedule_decay" in config and to not in LR_DECAY_GENERATIONS:
+        # Keras v1 Nadam's momentum-schedule decay; the 2.11+ and Keras 3 Nadam fix it (and take no such key)
+        report.add("dropped", "config", "schedule_decay",
+                   detail="%s Nadam takes no schedule_decay (was %r)" % (to, config.pop("schedule_decay")))
     if to == "v1" and config.get("epsilon") is None and "epsilon" in config:
         config["epsilon"] = 1e-7
     all_base = set().union(*BASE_KEYS.values())

@@ -409,10 +409,14 @@ class KerasWeightsFormat(Format):
         with kc.open_h5(path) as f:
             groups = []
             if kc.h5_has(f, "layers"):
-                for name in sorted(f["layers"]):
+                for name in f["layers"]:
                     group = kc.h5_node(f, "layers/" + name, path, h5py.Group)
                     datasets, recorded = _layer_vars(group, path)
-                    groups.append((name, recorded, [np.asarray(ds[()]) for ds in datasets]))
+                    offsets = [o for o in (ds.id.get_offset() for ds in datasets) if o is not None]
+                    groups.append((min(offsets, default=float("inf")), name, recorded,
+                                   [np.asarray(ds[()]) for ds in datasets]))
+            # storage order is build order (what `variables_without_config` infers); keep it when rewriting
+            groups = [g[1:] for g in sorted(groups, key=lambda g: (g[0], g[1]))]
             found = variables_without_config(f, path, [])
         trainable = {v.name for v, _ in found}
         weights, layers = [], []

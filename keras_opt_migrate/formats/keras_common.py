@@ -345,6 +345,8 @@ def _schedule_entry(value, generation):
         return value
     out = {"class_name": _bare(value["class_name"]), "config": dict(value.get("config") or {})}
     if generation == "keras3":
+        if out["config"].get("name") is None:  # Keras 3 opens a name scope with it: None is refused
+            out["config"].pop("name", None)
         out = {"module": SCHEDULES_MODULE["keras3"], **out, "registered_name": None}
     return out
 

@@ -120,20 +120,26 @@ def _compute_dtype(dtype):
     return name.split("_")[-1] if name.startswith("mixed_") else name
 
 
-def _keras3_object(value):
+# Keras 2.12 serializes initializers etc. without a module; Keras 3 needs it to find the class.
+_MODULE_BY_SUFFIX = {"_initializer": "keras.initializers", "_regularizer": "keras.regularizers",
+                     "_constraint": "keras.constraints"}
+
+
+def _keras3_object(value, key=""):
     """Initializers, regularizers, constraints: add Keras 3's `module` / `registered_name`."""
     if not isinstance(value, dict) or "class_name" not in value:
         return value
     out = dict(value)
-    out.setdefault("module", None)
+    if not out.get("module"):
+        out["module"] = next((m for suffix, m in _MODULE_BY_SUFFIX.items() if key.endswith(suffix)), None)
     out.setdefault("registered_name", None)
     if isinstance(out.get("config"), dict):
-        out["config"] = {k: _keras3_object(v) for k, v in out["config"].items()}
+        out["config"] = {k: _keras3_object(v, k) for k, v in out["config"].items()}
     return out
 
 
 def _layer_config(class_name, config, where, layer_name):
-    config = {k: _keras3_object(v) for k, v in config.items() if k not in _DROPPED_KEYS}
+    config = {k: _keras3_object(v, k) for k, v in config.items() if k not in _DROPPED_KEYS}
     if "dtype" in config or class_name != "InputLayer":
         config["dtype"] = _keras3_dtype(config.get("dtype"))
     if class_name == "BatchNormalization" and isinstance(config.get("axis"), list):
