@@ -15,9 +15,9 @@ from ..optimizers.spec import positional_layout
 from ..schema import VariableSpec, materialize
 
 
-# Spellings of other generations -> the Keras names the schema uses (Keras v1 `lr`; TF1 Adam's
-# `beta1` / `beta2`, which `tf.compat.v1.train.AdamOptimizer` takes).
-CONFIG_SPELLINGS = {"lr": "learning_rate", "beta1": "beta_1", "beta2": "beta_2"}
+# Spellings of other generations -> the Keras names the schema uses (Keras v1 `lr`; TF1's
+# `beta1` / `beta2` (AdamOptimizer) and `use_nesterov` (MomentumOptimizer)).
+CONFIG_SPELLINGS = {"lr": "learning_rate", "beta1": "beta_1", "beta2": "beta_2", "use_nesterov": "nesterov"}
 
 
 def canonical_config(config):

@@ -72,6 +72,20 @@ class TfCheckpointFormat(Format):
     generations = ("v2", "experimental", "keras3", "tf1")
     extensions = (".ckpt",)
 
+    def unwritable(self, state):
+        out = {}
+        if state.generation in ("v2", "tf1", "keras3") and "current_learning_rate" in state.extra:
+            out["current_learning_rate"] = ("only the 2.11+ optimizer keeps the last step's learning rate; the "
+                                            "schedule recomputes it from iterations", False)
+        if state.generation in ("v2", "tf1") and "learning_rate" in state.extra:
+            out["learning_rate"] = ("this generation keeps the learning rate as a hyperparameter (config)", False)
+        if state.generation in ("keras3", "tf1"):
+            for name in state.extra:
+                if name.startswith("loss_scale"):
+                    out[name] = ("writing a %s loss-scale wrapper is not supported; the loss scale restarts at "
+                                 "initial_scale" % state.generation, True)
+        return out
+
     def read_model(self, path):
         prefix = resolve_prefix(path)
         if prefix is None:
@@ -915,7 +929,7 @@ def _write_positional(writer, opt, state, spec, var_nodes, generation):
         node_id = writer.variable(_scalar(value, array_dtype) if array_dtype else value, full)
         items.append(node_id)
         if entry.kind == "slot" and entry.name in tracked:
-            lists.setdefault(tracked[entry.name], []).append(node_id)
+            lists.setdefault(tracked[entry.name], {})[entry.var_index] = node_id
         elif entry.kind == "extra":
             writer.link(opt, named_children.get(entry.name, "_" + entry.name), node_id)
     if missing:
@@ -924,7 +938,11 @@ def _write_positional(writer, opt, state, spec, var_nodes, generation):
     writer.list_node(opt, "_variables", items)
     if generation == "keras3":
         writer.list_node(opt, "_trainable_variables", var_nodes)
-    for attr, nodes in lists.items():
+    for attr, by_var in lists.items():
+        # per-slot lists are indexed by model variable; where the generation keeps no such slot for a
+        # variable (Adafactor's r/c of a vector) the real optimizer lists an int32 placeholder there
+        nodes = [by_var[i] if i in by_var else writer.variable(np.asarray(0, np.int32), "%s/%d" % (attr, i))
+                 for i in range(len(var_nodes))]
         writer.list_node(opt, attr, nodes)
     for canonical, value in extras.items():
         key = spec.extra_key(generation, canonical)
