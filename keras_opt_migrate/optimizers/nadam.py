@@ -25,10 +25,15 @@ SPEC = AlgorithmSpec(
     # Keras v1 and v2 use the momentum schedule mu_t = beta_1 * (1 - 0.5 * 0.96 ** (0.004 * t))
     # (v2 also decays the learning rate by its `decay`, 0.004 by default); the 2.11+ optimizer and
     # Keras 3 use mu_t = beta_1 * (1 - 0.5 * 0.96 ** t).
-    update_rules={"v1": "schedule-0.004", "v2": "schedule-0.004", "experimental": "schedule-0.96",
+    # The tf_keras 2.11+ Nadam advances its running product under a Python-side counter, so in
+    # a compiled train step it multiplies once per variable, not once per step: its trajectory
+    # is its own, not Keras 3's.
+    update_rules={"v1": "schedule-0.004", "v2": "schedule-0.004", "experimental": "schedule-0.96-per-variable",
                   "keras3": "schedule-0.96"},
     rule_notes={"schedule-0.004": "momentum schedule beta_1 * (1 - 0.5 * 0.96 ** (0.004 * t))",
-                "schedule-0.96": "momentum schedule beta_1 * (1 - 0.5 * 0.96 ** t)"},
+                "schedule-0.96": "momentum schedule beta_1 * (1 - 0.5 * 0.96 ** t), product advanced once per step",
+                "schedule-0.96-per-variable": "momentum schedule beta_1 * (1 - 0.5 * 0.96 ** t), product advanced "
+                                              "once per variable in compiled steps (tf_keras 2.11+)"},
     class_names={"v1": ("Nadam",), "v2": ("Nadam",), "experimental": ("Nadam",), "keras3": ("Nadam",)},
     extras={"v1": {"m_schedule": "u_product"}, "v2": {"momentum_cache": "u_product"},
             "experimental": {"_u_product": "u_product"},
