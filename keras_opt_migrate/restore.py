@@ -72,3 +72,17 @@ def _restore_ours_v1(optimizer, state, var_list):
 
 
 register_restorer(_ours_v1, _restore_ours_v1)
+
+
+# -- real tf_keras (legacy, 2.11+) and Keras 3 optimizers: keras_opt_migrate.restore_keras --
+def _real_keras(optimizer):
+    from .restore_keras import is_real_keras_optimizer
+    return is_real_keras_optimizer(optimizer)
+
+
+def _restore_real_keras(optimizer, state, var_list):
+    from .restore_keras import restore
+    restore(optimizer, state, var_list)
+
+
+register_restorer(_real_keras, _restore_real_keras)
