@@ -30,6 +30,7 @@ from . import keras_model as km
 from .base import MAX_JSON_BYTES, Format, ModelPayload, is_hdf5, is_zip
 from .hdf5 import KERAS3_LSO_VARIABLES, create_dataset, report_missing
 from .mapping import attach_positional
+from ..optimizers.spec import LAYOUT_FLAGS, positional_layout
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -267,7 +268,52 @@ def optimizer_lists(f, info, path):
     return outer, inner
 
 
-def read_weights_file(f, path, info, variables, opener, prefix, warnings):
+# Config keys that decide which variables a positional list holds, and the values to try.
+INFERABLE_FLAGS = dict(LAYOUT_FLAGS, use_ema=True, gradient_accumulation_steps=2)
+# Flags whose presence a layout proves but whose value it does not (the tried value is a stand-in).
+PRESENCE_ONLY = ("momentum", "gradient_accumulation_steps")
+
+
+def infer_layout_config(info, state, shapes, explicit=()):
+    """The one setting of the layout-deciding flags whose build order fits `shapes`, or None.
+
+    Every on/off combination of the flags the caller did not give (`explicit`) is replayed;
+    combinations that give the same list are one candidate. Exactly one candidate must fit
+    every count and shape; several that fit are a MappingError naming them.
+    """
+    free = [k for k in INFERABLE_FLAGS if k not in explicit]
+    fits = {}
+    for bits in range(2 ** len(free)):
+        flags = {k: (INFERABLE_FLAGS[k] if bits >> i & 1 else {"momentum": 0.0, "gradient_accumulation_steps": None}
+                     .get(k, False)) for i, k in enumerate(free)}
+        config = dict(state.config, **flags)
+        try:
+            layout = positional_layout(info.spec, info.generation, config, [v.shape for v in state.variables],
+                                       [v.dtype for v in state.variables])
+        except KerasOptMigrateError:
+            continue
+        if [tuple(e.shape) for e in layout] == [tuple(s) for s in shapes]:
+            signature = tuple((e.kind, e.name, e.var_index) for e in layout)
+            fits.setdefault(signature, []).append(flags)
+    if not fits:
+        return None
+    if len(fits) > 1:
+        described = ["{%s}" % ", ".join("%s=%r" % kv for kv in _decided(group).items()) for group in fits.values()]
+        raise MappingError("%d different %s %s layouts fit the file's %d variables: %s; pass config=... (CLI "
+                           "--config) to say which" % (len(fits), info.generation, info.spec.name, len(shapes),
+                                                       " or ".join(described)))
+    group = next(iter(fits.values()))
+    decided = _decided(group)
+    return {"flags": decided, "how": "the only one of %d candidate configs (%s) whose %s build order fits all %d "
+                                     "shapes" % (2 ** len(free), ", ".join(free), info.generation, len(shapes))}
+
+
+def _decided(group):
+    """The flags with one value across every config that gives the same layout (the others do not matter)."""
+    return {k: v for k, v in group[0].items() if all(g[k] == v for g in group)}
+
+
+def read_weights_file(f, path, info, variables, opener, prefix, warnings, given_flags=()):
     """OptimizerState from an open weights file given the resolved optimizer and variables."""
     state = OptimizerState(optimizer=info.spec.name, generation=info.generation, config=info.config,
                            variables=[v for v, _ in variables], warnings=warnings)
@@ -305,7 +351,21 @@ def read_weights_file(f, path, info, variables, opener, prefix, warnings):
     try:
         attach_positional(state, info.spec, info.generation, tensors, "optimizer/vars")
     except MappingError as e:
-        raise FormatError(path, str(e)) from e
+        inferred = infer_layout_config(info, state, [t.shape for _, t in tensors], explicit=given_flags)
+        if inferred is None:
+            raise FormatError(path, str(e)) from e
+        state.config.update(inferred["flags"])
+        state.source["inferred_config"] = inferred
+        state.warnings.append("the layout-deciding config (%s) was inferred: %s"
+                              % (", ".join("%s=%r" % kv for kv in inferred["flags"].items()), inferred["how"]))
+        try:
+            attach_positional(state, info.spec, info.generation, tensors, "optimizer/vars")
+        except MappingError as again:
+            raise FormatError(path, str(again)) from again
+        for key in PRESENCE_ONLY:  # the file proves the flag is on, not its value
+            if inferred["flags"].get(key):
+                state.config.pop(key)
+                inferred["flags"][key] = "set (value not in the file; pass config={'%s': ...})" % key
     kc.accumulation_iterations(state)
     report_missing(state, info, "a .keras / .weights.h5 file")
     return state
@@ -475,7 +535,8 @@ class KerasWeightsFormat(Format):
                     info.wrapper = "LossScaleOptimizer" if generation == "keras3" else "LossScaleOptimizerV3"
                 warnings = []
                 found = _apply_hint(variables_without_config(f, path, warnings), variables, warnings)
-                state = read_weights_file(f, path, info, found, lambda: kc.open_h5(path), "", warnings)
+                state = read_weights_file(f, path, info, found, lambda: kc.open_h5(path), "", warnings,
+                                          given_flags=tuple(config or ()))
         except MappingError as e:
             raise FormatError(path, str(e).replace(path + ": ", "")) from e
         except (OSError, KeyError, ValueError, TypeError) as e:

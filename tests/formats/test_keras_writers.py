@@ -167,3 +167,17 @@ def test_keras2_model_translated_to_keras3_predicts_and_trains_alike(build, shap
         # BatchNormalization's moving variance: Keras 2 updates it with the unbiased batch variance
         # (n / (n - 1)), Keras 3 with the biased one; it does not feed back into training steps
         np.testing.assert_allclose(got[name], value, atol=1e-5 if name in trainable else 1e-3, err_msg=name)
+
+
+def test_weights_file_layout_config_is_inferred_only_when_one_candidate_fits():
+    state = kom.load_state(FIXTURES / "k315" / "keras3" / "adam_amsgrad" / "m.weights.h5", optimizer="adam")
+    inferred = state.source["inferred_config"]
+    assert inferred["flags"]["amsgrad"] is True and inferred["flags"]["use_ema"] is False
+    assert state.config["amsgrad"] is True and "inferred" in " ".join(state.warnings)
+    assert all(set(per) == {"momentum", "velocity", "velocity_hat"} for per in state.slots.values())
+    with pytest.raises(FormatError) as e:  # EMA averages and gradient accumulators have the same shapes
+        kom.load_state(FIXTURES / "k315" / "keras3" / "adam_gradacc" / "m.weights.h5", optimizer="adam")
+    assert "2 different keras3 adam layouts" in str(e.value) and "use_ema=True" in str(e.value)
+    exact = kom.load_state(FIXTURES / "k315" / "keras3" / "adam_gradacc" / "m.weights.h5", optimizer="adam",
+                           config={"gradient_accumulation_steps": 2})
+    assert exact.iterations == 1 and "inferred_config" not in exact.source
