@@ -10,6 +10,31 @@ from ..errors import KerasOptMigrateError
 log = logging.getLogger("keras_opt_migrate")
 
 
+def gradients_of(loss, var_list, tape=None, grad_loss=None, scope=None):
+    """(gradients, flat variable list) for `minimize`-style arguments, as every Keras generation takes them.
+
+    `loss` is a zero-argument callable (recorded here on `tape` or a new one) or a tensor
+    already recorded on `tape`; `var_list` may be a callable, evaluated after the loss so
+    that lazily built variables exist.
+    """
+    if not callable(loss) and tape is None:
+        raise ValueError("`tape` is required when a `Tensor` loss is passed. Received: loss=%s, tape=%s."
+                         % (loss, tape))
+    tape = tape if tape is not None else tf.GradientTape()
+    if callable(loss):
+        with tape:
+            if not callable(var_list):
+                tape.watch(var_list)
+            loss = loss()
+            if callable(var_list):
+                var_list = var_list()
+    var_list = tf.nest.flatten(var_list)
+    if scope is None:
+        return tape.gradient(loss, var_list, grad_loss), var_list
+    with tf.name_scope(scope):
+        return tape.gradient(loss, var_list, grad_loss), var_list
+
+
 def deduplicate_indexed_slices(values, indices):
     """Sum the rows of a sparse gradient that share an index (Keras' `_deduplicate_indexed_slices`).
 

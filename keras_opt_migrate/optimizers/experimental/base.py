@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import schedules
-from .._common import all_reduce_sum_gradients, filter_empty_gradients
+from .._common import all_reduce_sum_gradients, filter_empty_gradients, gradients_of
 
 log = logging.getLogger("keras_opt_migrate")
 
@@ -278,18 +278,8 @@ class Optimizer(tf.__internal__.tracking.AutoTrackable):
 
     # -- steps --------------------------------------------------------------------
     def compute_gradients(self, loss, var_list, tape=None):
-        if not callable(loss) and tape is None:
-            raise ValueError("`tape` is required when a `Tensor` loss is passed. Received: loss=%s, tape=%s."
-                             % (loss, tape))
-        tape = tape if tape is not None else tf.GradientTape()
-        if callable(loss):
-            with tape:
-                if not callable(var_list):
-                    tape.watch(var_list)
-                loss = loss()
-                if callable(var_list):
-                    var_list = var_list()
-        return list(zip(tape.gradient(loss, var_list), var_list))
+        grads, var_list = gradients_of(loss, var_list, tape)
+        return list(zip(grads, var_list))
 
     def minimize(self, loss, var_list, tape=None):
         self.apply_gradients(self.compute_gradients(loss, var_list, tape))

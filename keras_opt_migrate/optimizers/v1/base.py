@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from ...errors import KerasOptMigrateError
+from .._common import gradients_of
 from ..spec import positional_layout
 from . import state_io
 
@@ -139,18 +140,7 @@ class Optimizer:
 
     def minimize(self, loss, var_list, grad_loss=None, tape=None):
         """`OptimizerV2.minimize`'s signature: a callable loss, or a tensor with its `tape`."""
-        if not callable(loss) and tape is None:
-            raise ValueError("`tape` is required when a `Tensor` loss is passed.")
-        tape = tape if tape is not None else tf.GradientTape()
-        if callable(loss):
-            with tape:
-                if not callable(var_list):
-                    tape.watch(var_list)
-                loss = loss()
-                if callable(var_list):
-                    var_list = var_list()
-        var_list = tf.nest.flatten(var_list)
-        grads = tape.gradient(loss, var_list, grad_loss)
+        grads, var_list = gradients_of(loss, var_list, tape, grad_loss)
         self.apply_gradients(zip(grads, var_list))
 
     def _apply(self, params, grads):

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from ...errors import KerasOptMigrateError, MappingError, UnknownOptimizerError
 from ...schema import OptimizerState, materialize
+from .._common import gradients_of
 from ..registry import spec_for_class
 from . import state_io
 from .attach import match_variables, variable_name
@@ -106,18 +107,8 @@ class TFOptimizer(tf.__internal__.tracking.Trackable):
 
     def minimize(self, loss, var_list, grad_loss=None, tape=None):
         """`OptimizerV2.minimize`'s signature: a callable loss, or a tensor with its `tape`."""
-        if not callable(loss) and tape is None:
-            raise ValueError("`tape` is required when a `Tensor` loss is passed.")
-        tape = tape if tape is not None else tf.GradientTape()
-        if callable(loss):
-            with tape:
-                if not callable(var_list):
-                    tape.watch(var_list)
-                loss = loss()
-                if callable(var_list):
-                    var_list = var_list()
-        var_list = tf.nest.flatten(var_list)
-        self.apply_gradients(zip(tape.gradient(loss, var_list, grad_loss), var_list))
+        grads, var_list = gradients_of(loss, var_list, tape, grad_loss)
+        self.apply_gradients(zip(grads, var_list))
 
     # -- slots and keys ------------------------------------------------------------
     def _tf1_layout_config(self):

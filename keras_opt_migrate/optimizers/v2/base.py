@@ -26,7 +26,8 @@ import tensorflow as tf
 
 from ...errors import KerasOptMigrateError
 from .. import schedules
-from .._common import all_reduce_sum_gradients, deduplicate_indexed_slices, filter_empty_gradients, to_snake_case
+from .._common import (all_reduce_sum_gradients, deduplicate_indexed_slices, filter_empty_gradients, gradients_of,
+                       to_snake_case)
 
 ALLOWED_KWARGS = ("clipnorm", "clipvalue", "lr", "decay", "global_clipnorm")
 _CKPT_INITIAL_VALUE = tf.__internal__.tracking.CheckpointInitialValueCallable
@@ -173,20 +174,7 @@ class OptimizerV2(tf.__internal__.tracking.Trackable):
         return self.apply_gradients(grads_and_vars, name=name)
 
     def _compute_gradients(self, loss, var_list, grad_loss=None, tape=None):
-        if not callable(loss) and tape is None:
-            raise ValueError("`tape` is required when a `Tensor` loss is passed. Received: loss=%s, tape=%s."
-                             % (loss, tape))
-        tape = tape if tape is not None else tf.GradientTape()
-        if callable(loss):
-            with tape:
-                if not callable(var_list):
-                    tape.watch(var_list)
-                loss = loss()
-                if callable(var_list):
-                    var_list = var_list()
-        var_list = tf.nest.flatten(var_list)
-        with tf.name_scope(self._name + "/gradients"):
-            grads = tape.gradient(loss, var_list, grad_loss)
+        grads, var_list = gradients_of(loss, var_list, tape, grad_loss, scope=self._name + "/gradients")
         grads_and_vars = list(zip(grads, var_list))
         self._assert_valid_dtypes([v for g, v in grads_and_vars if g is not None and v.dtype != tf.resource])
         return grads_and_vars
