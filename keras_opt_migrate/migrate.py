@@ -47,6 +47,13 @@ BASE_KEYS = {
                "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps"},
     "tf1": {"name", "learning_rate", "use_locking"},
 }
+# TF1 constructor arguments whose Keras name differs and that would otherwise be misread
+# (TF1 RMSPropOptimizer's `decay` is Keras' rho, not a learning-rate decay).
+TF1_HYPERPARAMETERS = {"rmsprop": {"decay": "rho"}}
+# Algorithms whose update is non-linear in the gradient: for them, applying a sparse gradient
+# with repeated ids summed first (Keras 2, TF1) or not (Keras 3 on TensorFlow) differs.
+SQUARES_GRADIENTS = {"adam", "adamw", "lazyadam", "nadam", "adamax", "adagrad", "rmsprop", "adadelta", "ftrl",
+                     "lamb", "lion", "adafactor", "clippyadagrad", "proximal_adagrad"}
 # Base keys whose non-default value changes the training trajectory when dropped.
 TRAJECTORY_KEYS = {"weight_decay", "use_ema", "gradient_accumulation_steps", "loss_scale_factor", "clipnorm",
                    "clipvalue", "global_clipnorm"}
@@ -205,6 +212,11 @@ def _schedule_is(lr, class_name):
 
 def _convert_config(state, to, target_spec, overrides, report, refusals):
     config = canonical_config(state.config)
+    for own, keras in TF1_HYPERPARAMETERS.get(state.optimizer, {}).items():
+        if state.generation == "tf1" and own in config and keras not in config:
+            config[keras] = config.pop(own)
+            report.add("renamed", "config", keras, source=own, target=keras,
+                       detail="TF1 %s calls it %r" % (state.optimizer, own))
     lr = config.get("learning_rate")
     if "learning_rate" in state.extra and not isinstance(lr, dict):
         current = float(materialize(state.extra["learning_rate"]))
@@ -496,6 +508,10 @@ def _judge_continuation(state, source_spec, target, target_spec, substitute_note
     elif source_rule == target_rule:
         report.continuation = FLOAT_TOLERANCE
         report.continuation_reason = "same update rule; the generations' kernels may round differently"
+        if (state.generation == "keras3") != (target.generation == "keras3") and target_spec.name in SQUARES_GRADIENTS:
+            report.continuation_reason += (
+                "; for variables with sparse gradients (embeddings) the continuation differs: Keras 3 applies an "
+                "IndexedSlices gradient without summing repeated ids first, the other generations sum them")
     else:
         notes = target_spec.rule_notes
         report.continuation = DIFFERENT

@@ -126,3 +126,21 @@ def test_unknown_target_generation_or_algorithm():
         migrate(state, "v2")
     with pytest.raises(kom.UnknownOptimizerError, match="generation"):
         migrate(state, "v7")
+
+
+def test_tf1_rmsprop_decay_is_rho():
+    state = _state("rmsprop", "tf1", ["velocity", "momentum"], {"learning_rate": 0.01, "decay": 0.8, "momentum": 0.5},
+                   iterations=3)
+    target, report = migrate(state, "keras3")
+    assert target.config["rho"] == 0.8 and not isinstance(target.config["learning_rate"], dict)
+    assert ("renamed", "config", "rho") in actions(report)
+
+
+def test_keras3_sparse_caveat_in_the_verdict():
+    state = _state("adam", "v2", ["momentum", "velocity"], {"learning_rate": 0.01})
+    _, report = migrate(state, "keras3")
+    assert report.continuation == "float-tolerance" and "sparse gradients" in report.continuation_reason
+    _, report = migrate(state, "experimental")
+    assert "sparse" not in report.continuation_reason
+    sgd = _state("sgd", "v2", ["momentum"], {"learning_rate": 0.01, "momentum": 0.5})
+    assert "sparse" not in migrate(sgd, "keras3")[1].continuation_reason
