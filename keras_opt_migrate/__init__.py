@@ -9,6 +9,7 @@ from .api import convert, load_state, save_state, upgrade
 from .audit import audit
 from .diff import diff
 from .migrate import migrate
+from .reshape import reshape_weights
 from .errors import (FormatError, KerasOptMigrateError, MappingError, SchemaError, UnknownOptimizerError,
                      UnsupportedFormatError)
 from .restore import restore_into
@@ -17,7 +18,7 @@ from .schema import SCHEMA_VERSION, LazyTensor, OptimizerState, VariableSpec
 __version__ = "0.1.0"
 
 __all__ = [
-    "load_state", "save_state", "restore_into", "audit", "convert", "upgrade", "diff", "migrate", "OptimizerState", "VariableSpec", "LazyTensor", "SCHEMA_VERSION",
+    "load_state", "save_state", "restore_into", "audit", "convert", "upgrade", "diff", "migrate", "reshape_weights", "OptimizerState", "VariableSpec", "LazyTensor", "SCHEMA_VERSION",
     "KerasOptMigrateError", "FormatError", "UnsupportedFormatError", "SchemaError", "MappingError",
     "UnknownOptimizerError",
 ]
