@@ -21,6 +21,9 @@ INDEX_SUFFIX = ".index"
 # Last 8 bytes of every LevelDB-style table (the `.index` file), little-endian.
 TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
 MAX_INDEX_SCAN = 64 * 1024 * 1024
+MAX_SHARDS = 1 << 16
+MAX_ELEMENTS = 1 << 62  # TensorFlow aborts the process (CHECK failure) on shapes beyond int64
+VARIABLE_SIZE_DTYPES = (7, 21)  # DT_STRING, DT_VARIANT: their byte size does not follow from the shape
 _SHARD = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 _CHECKPOINT_LINE = re.compile(r'^\s*model_checkpoint_path:\s*"(.*)"\s*$')
 
@@ -75,6 +78,148 @@ def looks_object_based(prefix):
     return GRAPH_KEY.encode() in data
 
 
+def _check_inside(origin, prefix):
+    """A `checkpoint` file may only name a prefix inside its own directory."""
+    if origin is None or not os.path.isdir(str(origin)):
+        return
+    root = os.path.normpath(os.path.abspath(str(origin)))
+    target = os.path.normpath(os.path.abspath(prefix))
+    if os.path.commonpath([root, target]) != root:
+        raise FormatError(origin, "its `checkpoint` file points outside the directory, at %s; refusing to "
+                                  "follow it (pass the checkpoint prefix itself)" % prefix)
+
+
+# -- the index, parsed without TensorFlow ----------------------------------------------------------
+
+def _varint(data, i):
+    result = shift = 0
+    while True:
+        if i >= len(data):
+            raise ValueError("truncated varint at byte %d" % i)
+        byte = data[i]
+        i += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return result, i
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes at byte %d" % i)
+
+
+def _block_entries(data, offset, size):
+    """(key, value) pairs of one uncompressed table block at `offset` (size excludes the trailer)."""
+    if offset + size + 5 > len(data) - 48 or size < 4:
+        raise ValueError("block at %d (%d bytes) runs past the end of the index" % (offset, size))
+    if data[offset + size] != 0:
+        raise ValueError("block at %d is compressed (type %d); TensorFlow writes uncompressed indexes"
+                         % (offset, data[offset + size]))
+    block = data[offset:offset + size]
+    restarts = int.from_bytes(block[-4:], "little")
+    end = len(block) - 4 - 4 * restarts
+    if restarts < 1 or end < 0:
+        raise ValueError("block at %d has a bad restart array" % offset)
+    i, key, out = 0, b"", []
+    while i < end:
+        shared, i = _varint(block, i)
+        unshared, i = _varint(block, i)
+        length, i = _varint(block, i)
+        if shared > len(key) or i + unshared + length > end:
+            raise ValueError("entry at %d of block %d runs past the block" % (i, offset))
+        key = key[:shared] + block[i:i + unshared]
+        i += unshared
+        out.append((bytes(key), bytes(block[i:i + length])))
+        i += length
+    return out
+
+
+def read_index_table(data):
+    """[(key, value)] of a bundle `.index` (a LevelDB-style table), parsed in Python."""
+    if len(data) < 48 or not data.endswith(TABLE_MAGIC):
+        raise ValueError("bad table magic")
+    footer = data[-48:]
+    _, i = _varint(footer, 0)
+    _, i = _varint(footer, i)
+    index_offset, i = _varint(footer, i)
+    index_size, _ = _varint(footer, i)
+    out = []
+    for _, handle in _block_entries(data, index_offset, index_size):
+        offset, j = _varint(handle, 0)
+        size, _ = _varint(handle, j)
+        out.extend(_block_entries(data, offset, size))
+    return out
+
+
+def check_index(prefix, origin):
+    """{key: BundleEntryProto} of the bundle, every entry checked against the data shards' real sizes.
+
+    Refuses what TensorFlow would crash on or allocate blindly: unknown dtypes, negative or
+    unknown dimensions, element counts beyond int64, shards that do not exist, and entries whose
+    bytes (shape x dtype, or the declared size) do not lie inside their shard.
+    """
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import tensor_bundle_pb2
+    from google.protobuf.message import DecodeError
+    index = prefix + INDEX_SUFFIX
+    if os.path.getsize(index) > MAX_INDEX_SCAN:
+        raise FormatError(origin, "checkpoint index %s is larger than %d bytes; refused" % (index, MAX_INDEX_SCAN))
+    try:
+        table = read_index_table(index_bytes(prefix))
+    except ValueError as e:
+        raise FormatError(origin, "checkpoint index %s is corrupt: %s" % (index, e)) from e
+    if not table or table[0][0] != b"":
+        raise FormatError(origin, "checkpoint index %s has no bundle header" % index)
+    header = tensor_bundle_pb2.BundleHeaderProto()
+    try:
+        header.ParseFromString(table[0][1])
+    except DecodeError as e:
+        raise FormatError(origin, "checkpoint index %s: unreadable bundle header (%s)" % (index, e)) from e
+    if not 1 <= header.num_shards <= MAX_SHARDS:
+        raise FormatError(origin, "checkpoint index %s declares %d data shards" % (index, header.num_shards))
+    shard_sizes = {}
+    known = set(types_pb2.DataType.values()) - {types_pb2.DT_INVALID, types_pb2.DT_RESOURCE}
+    entries = {}
+    for raw_key, value in table[1:]:
+        key = raw_key.decode("utf-8", "replace")
+        entry = tensor_bundle_pb2.BundleEntryProto()
+        try:
+            entry.ParseFromString(value)
+        except DecodeError as e:
+            raise FormatError(origin, "checkpoint index entry %r is unreadable (%s)" % (key, e)) from e
+        if entry.dtype not in known or entry.dtype > 100:
+            raise FormatError(origin, "tensor %s has dtype %d, which is no TensorFlow tensor dtype" % (key, entry.dtype))
+        if entry.shape.unknown_rank or any(d.size < 0 for d in entry.shape.dim):
+            raise FormatError(origin, "tensor %s declares the shape %s" % (key, [d.size for d in entry.shape.dim]))
+        elements = 1
+        for d in entry.shape.dim:
+            elements *= d.size
+        if elements > MAX_ELEMENTS:
+            raise FormatError(origin, "tensor %s declares %d elements" % (key, elements))
+        if entry.slices:
+            entries[key] = entry  # a partitioned variable: its slices are entries of their own
+            continue
+        if entry.shard_id >= header.num_shards:
+            raise FormatError(origin, "tensor %s is in data shard %d of %d" % (key, entry.shard_id, header.num_shards))
+        shard = "%s.data-%05d-of-%05d" % (prefix, entry.shard_id, header.num_shards)
+        if shard not in shard_sizes:
+            try:
+                shard_sizes[shard] = os.path.getsize(shard)
+            except OSError:
+                raise FormatError(origin, "missing data shard %s" % shard) from None
+        if entry.dtype not in VARIABLE_SIZE_DTYPES:
+            import tensorflow as tf
+            nbytes = elements * tf.dtypes.as_dtype(entry.dtype).size
+            if entry.size != nbytes:
+                raise FormatError(origin, "tensor %s: the index declares %d bytes for %s %s (%d bytes)"
+                                  % (key, entry.size, types_pb2.DataType.Name(entry.dtype),
+                                     tuple(d.size for d in entry.shape.dim), nbytes))
+        if entry.offset + entry.size > shard_sizes[shard]:
+            raise FormatError(origin, "tensor %s: the index places %d bytes at offset %d of %s, which holds %d "
+                                      "bytes (truncated data file?)" % (key, entry.size, entry.offset, shard,
+                                                                        shard_sizes[shard]))
+        entries[key] = entry
+    return entries
+
+
 class Bundle:
     """A checkpoint bundle opened for lazy, one-tensor-at-a-time reading."""
 
@@ -84,9 +229,13 @@ class Bundle:
         index = prefix + INDEX_SUFFIX
         if not os.path.isfile(index):
             raise FormatError(self.origin, "no checkpoint index %s" % index)
+        _check_inside(origin, prefix)
         if not index_bytes(prefix).endswith(TABLE_MAGIC):
             raise FormatError(self.origin, "checkpoint index %s is truncated or not a TensorFlow index "
                                            "(bad table magic)" % index)
+        # TensorFlow's reader aborts the whole process on some malformed entries (a negative
+        # dimension) and allocates whatever an entry declares: check every entry first.
+        check_index(prefix, self.origin)
         try:
             import tensorflow as tf
             self._reader = tf.train.load_checkpoint(prefix)
