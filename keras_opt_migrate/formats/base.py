@@ -32,6 +32,25 @@ def read_prefix(path, n):
 
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+MAX_FILTER_RATIO = 1024  # a compressed HDF5 dataset may expand at most this much (deflate's own limit)
+
+
+def check_h5_storage(ds, where):
+    """Refuse a dataset whose declared size its stored bytes cannot hold, before anything is allocated.
+
+    HDF5 lets a dataset declare any shape and fill the unwritten part with a fill value; a
+    hostile file declares a huge shape over no storage (a shape bomb). Keras and this toolkit
+    always write every byte, so the stored bytes must cover the declared size (contiguous
+    storage exactly; filtered chunks within deflate's own expansion limit).
+    """
+    nbytes = int(ds.size) * ds.dtype.itemsize
+    if nbytes == 0:
+        return
+    stored = ds.id.get_storage_size()
+    filtered = ds.chunks is not None and ds.id.get_create_plist().get_nfilters() > 0
+    if stored * (MAX_FILTER_RATIO if filtered else 1) < nbytes:
+        raise FormatError(where, "dataset %s declares %s %s (%d bytes) but stores %d bytes; refusing to read it "
+                                 "(a truncated or hostile file)" % (ds.name, ds.dtype, ds.shape, nbytes, stored))
 ZIP_MAGIC = b"PK\x03\x04"
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import FormatError, MappingError, UnknownOptimizerError
 from ..optimizers.registry import get_spec, spec_for_class
 from ..schema import LazyTensor
+from .base import check_h5_storage
 from .mapping import canonical_config
 
 # -- HDF5 ------------------------------------------------------------------------------
@@ -42,17 +43,27 @@ def h5_node(root, path, where, kind=None):
         node = node[part]
     if kind is not None and not isinstance(node, kind):
         raise FormatError(where, "%s is not a %s" % (path, "dataset" if kind is h5py.Dataset else "group"))
+    if isinstance(node, h5py.Dataset):
+        check_h5_storage(node, where)
     return node
 
 
 def h5_has(root, path):
-    """True when `path` exists below `root` through hard links."""
+    """True when `path` exists below `root` through hard links.
+
+    A soft or external link on the way is a MappingError (the readers report it naming the
+    file): a Keras file never holds links, and following one could read another file.
+    """
     node = root
     for part in [p for p in path.split("/") if p]:
         if not isinstance(node, h5py.Group):
             return False
-        if not isinstance(node.get(part, getlink=True), h5py.HardLink):
+        link = node.get(part, getlink=True)
+        if link is None:
             return False
+        if not isinstance(link, h5py.HardLink):
+            raise MappingError("%s/%s is a %s, not a stored object; refusing to follow it"
+                               % (node.name.rstrip("/"), part, type(link).__name__))
         node = node[part]
     return True
 
@@ -107,6 +118,7 @@ def lazy_dataset(ds, opener, where, label):
             raise FormatError(where, "cannot read %s (%s)" % (name, e)) from e
     if ds.dtype.kind not in "biuf":
         raise FormatError(where, "%s holds %s data, not numbers" % (name, ds.dtype))
+    check_h5_storage(ds, where)
     return LazyTensor(ds.shape, ds.dtype, load, origin="%s:%s" % (where, label))
 
 

@@ -14,7 +14,7 @@ from ..errors import FormatError, SchemaError
 from ..schema import LazyTensor, materialize
 from ..schema import v1 as schema_v1
 from ..schema.upgrade import upgrade_header
-from .base import Format, atomic_output, is_hdf5
+from .base import Format, atomic_output, check_h5_storage, is_hdf5
 
 VERSION_ATTR = "keras_opt_migrate_schema_version"
 HEADER_ATTR = "header"
@@ -59,6 +59,7 @@ class NativeFormat(Format):
                     ds = f[name]
                     if not isinstance(ds, h5py.Dataset):
                         raise FormatError(path, "tensor %s is not a dataset" % name)
+                    check_h5_storage(ds, path)
                     datasets[name] = LazyTensor(ds.shape, ds.dtype, _loader(path, name), origin="%s:%s" % (path, name))
                 state = schema_v1.decode_header(header, datasets.__getitem__)
             except (KeyError, TypeError) as e:
