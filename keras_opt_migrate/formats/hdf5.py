@@ -397,6 +397,8 @@ class Hdf5Format(Format):
         has_weights = kc.h5_has(f, "optimizer_weights")
         names = kc.str_list_attr(kc.h5_node(f, "optimizer_weights", path, h5py.Group), "weight_names", path) \
             if has_weights else []
+        if has_weights:
+            _check_weight_names(f["optimizer_weights"], names, path)
         if opt_entry is not None:
             info = kc.resolve_optimizer(opt_entry, keras_version, path, hint, hint_config)
         elif hint:
@@ -427,6 +429,19 @@ class Hdf5Format(Format):
         kc.accumulation_iterations(state)
         report_missing(state, info, "an HDF5 model file")
         return state
+
+
+def _check_weight_names(group, names, path):
+    """`weight_names` lists every dataset of `optimizer_weights` once (Keras writes both from one list)."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise FormatError(path, "optimizer_weights.weight_names lists %s more than once" % repeated[0])
+    stored = []
+    group.visititems(lambda name, obj: stored.append(name) if isinstance(obj, h5py.Dataset) else None)
+    unlisted = sorted(set(stored) - set(names))
+    if unlisted:
+        raise FormatError(path, "optimizer_weights holds %d dataset(s) weight_names does not list (%s); the list "
+                                "has %d names" % (len(unlisted), unlisted[0], len(names)))
 
 
 def _keras2_version(model):
