@@ -17,6 +17,7 @@ zip by h5py without extracting anything. No Keras object is deserialized.
 import contextlib
 import io
 import json
+import os
 import re
 import zipfile
 
@@ -36,6 +37,7 @@ CONFIG = "config.json"
 METADATA = "metadata.json"
 WEIGHTS = "model.weights.h5"
 MAX_WEIGHTS_BYTES = 1 << 40  # 1 TiB: a declared size above this is refused as hostile
+MAX_COMPRESSION_RATIO = 100  # Keras stores members uncompressed; real weights deflate far less than this
 INNER_GROUPS = ("optimizer/inner_optimizer/vars", "optimizer/_optimizer/vars")
 DROPPED = "the file holds no optimizer state: Keras dropped it on save"
 
@@ -55,10 +57,14 @@ def open_archive(path):
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise FormatError(path, "not a readable zip archive (%s)" % e) from e
     with z:
+        seen = set()
         for info in z.infolist():
             if _unsafe(info.filename):
                 raise FormatError(path, "unsafe member name %r (absolute or with '..'); refusing the archive"
                                   % info.filename)
+            if info.filename in seen:  # tools disagree on which copy counts
+                raise FormatError(path, "the archive holds two members named %r; refusing it" % info.filename)
+            seen.add(info.filename)
         yield z
 
 
@@ -69,6 +75,16 @@ def _member(z, name, path, limit):
         raise FormatError(path, "the archive has no %s (members: %s)" % (name, ", ".join(z.namelist()[:10])))
     if info.file_size > limit:
         raise FormatError(path, "%s declares %d bytes, more than the %d allowed" % (name, info.file_size, limit))
+    archive = os.path.getsize(path)
+    if info.header_offset + info.compress_size > archive:
+        raise FormatError(path, "%s declares %d stored bytes at offset %d, past the end of the %d-byte archive"
+                          % (name, info.compress_size, info.header_offset, archive))
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+        raise FormatError(path, "%s is stored uncompressed but declares %d bytes over %d stored"
+                          % (name, info.file_size, info.compress_size))
+    if info.file_size > max(info.compress_size * MAX_COMPRESSION_RATIO, 1 << 20):
+        raise FormatError(path, "%s expands %d compressed bytes to %d (more than %dx): a zip bomb? refused"
+                          % (name, info.compress_size, info.file_size, MAX_COMPRESSION_RATIO))
     return info
 
 
@@ -94,7 +110,7 @@ def open_weights(path):
                 with h5py.File(raw, "r") as f:
                     yield f
         except (zipfile.BadZipFile, EOFError) as e:
-            raise FormatError(path, "cannot read %s from the archive (%s)" % (WEIGHTS, e)) from e
+            raise FormatError(path, "cannot read %s from the archive (%s)" % (WEIGHTS, e or type(e).__name__)) from e
         except OSError as e:
             raise FormatError(path, "%s is not a readable HDF5 file (%s)" % (WEIGHTS, str(e).splitlines()[0])) from e
 
