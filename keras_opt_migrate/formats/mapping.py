@@ -10,6 +10,8 @@ Two ways, used by every adapter:
     TF1 `<var>/Adam_1` keys); the caller resolves names, this checks shapes.
 """
 
+import numpy as np
+
 from ..errors import MappingError
 from ..optimizers.spec import positional_layout
 from ..schema import VariableSpec, materialize
@@ -103,10 +105,36 @@ def attach_named(state, entries, origin):
         if slot in state.slots.get(var_name, {}):
             raise MappingError("%s: two tensors claim slot %r of %r (%s and %s)"
                                % (origin, slot, var_name, keys.get("slots/%s/%s" % (var_name, slot)), key))
+        _check_slot_dtype(by_name[var_name], slot, key, tensor, origin)
         state.slots.setdefault(var_name, {})[slot] = tensor
         keys["slots/%s/%s" % (var_name, slot)] = key
     state.source.setdefault("mapping", {"method": "by_name", "proven_by_shapes": True})
     return state
+
+
+def check_same_slots(state, origin):
+    """For optimizers that build the same slots for every variable (TF1's): a variable lacking one is corrupt.
+
+    (Not for every optimizer: Adafactor factors only variables of rank 2 and more.)
+    """
+    kinds = {frozenset(per) for per in state.slots.values() if per}
+    if len(kinds) > 1:
+        full = max(kinds, key=len)
+        short = sorted((v, sorted(full - set(per))) for v, per in state.slots.items() if per and set(per) != full)
+        raise MappingError("%s: the variables keep different slots: %s lacks %s, which %d other variable(s) keep"
+                           % (origin, short[0][0], ", ".join(short[0][1]) or "nothing",
+                              sum(1 for per in state.slots.values() if set(per) == full)))
+
+
+def _check_slot_dtype(variable, slot, key, tensor, origin):
+    """A floating-point variable's slot holds floating-point values (an int32 moment is corrupt)."""
+    try:
+        want, got = np.dtype(variable.dtype), np.dtype(tensor.dtype)
+    except TypeError:
+        return  # dtypes numpy does not know (bfloat16 names): nothing to compare
+    if want.kind == "f" and got.kind not in "fV":
+        raise MappingError("%s: slot %r of %s (%s) holds %s values; the variable is %s"
+                           % (origin, slot, variable.name, key, got, want))
 
 
 def variables_from(pairs):

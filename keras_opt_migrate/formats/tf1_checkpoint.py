@@ -18,7 +18,7 @@ from ..optimizers.registry import SPECS, get_spec
 from ..optimizers.spec import flag_configs
 from ..schema import OptimizerState, VariableSpec, materialize
 from .base import Format, ModelPayload
-from .mapping import attach_named, canonical_config, strip_device_suffix
+from .mapping import attach_named, canonical_config, check_same_slots, strip_device_suffix
 from .tf_bundle import GRAPH_KEY, Bundle, looks_object_based, resolve_prefix
 from .tf_checkpoint import pick_spec, tf1_iterations
 
@@ -138,6 +138,7 @@ class Tf1CheckpointFormat(Format):
         order = {v: spec_v.name for v, spec_v in zip(_ordered(model_keys, prefix, variables), state.variables)}
         entries = [(order[var], suffix_to_slot[suffix], key, bundle.tensor(key)) for var, suffix, key in slots]
         attach_named(state, entries, origin)
+        check_same_slots(state, origin)
         for var, per in state.slots.items():
             for slot, tensor in per.items():
                 if tuple(tensor.shape) != tuple(state.variable(var).shape):

@@ -405,6 +405,9 @@ def _read_named(bundle, graph, origin, found, model_root, opt_node, name_of, hin
     # Hyperparameter variables (OptimizerV2 only has them), `iter`, and non-slot extras.
     for name, child in children.items():
         key = graph.value_key(child)
+        if name == "iter" and key and bundle.shapes.get(key) != ():
+            raise FormatError(origin, "the optimizer's iteration counter %s should be a scalar, found shape %s"
+                              % (key, bundle.shapes.get(key)))
         if not key or bundle.shapes.get(key) != ():
             continue
         canonical = spec.canonical_extra(gen, name)
@@ -452,14 +455,14 @@ def tf1_iterations(state, bundle, power_key, origin):
     beta_1 = state.config.get("beta_1", state.config.get("beta1"))
     if power_key is None:
         return
+    power = float(bundle.scalar(power_key))
+    if not 0 < power < 1:
+        state.warnings.append("beta1_power = %r is not in (0, 1); iterations cannot be derived from it" % power)
+        return
     if beta_1 is None or not 0 < float(beta_1) < 1:
         if state.iterations is None:
             state.warnings.append("iterations unknown: the checkpoint has no step counter; beta1_power gives it "
                                   "when beta_1 is known (pass config={'beta_1': ...})")
-        return
-    power = float(bundle.scalar(power_key))
-    if not 0 < power < 1:
-        state.warnings.append("beta1_power = %r is not in (0, 1); iterations cannot be derived from it" % power)
         return
     derived = iterations_from_beta_power(power, float(beta_1))
     if state.iterations is None:
