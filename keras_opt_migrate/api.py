@@ -51,6 +51,9 @@ def load_state(path, *, format=None, optimizer=None, variables=None, config=None
         raise
     except (OSError, ValueError, KeyError, IndexError, TypeError, UnicodeError) as e:
         raise FormatError(path, "cannot read as %s: %s" % (fmt.description or fmt.name, _one_line(e))) from e
+    except RecursionError as e:  # json.loads of a config nested thousands of levels deep
+        raise FormatError(path, "cannot read as %s: a config is nested too deeply (%s)"
+                          % (fmt.description or fmt.name, _one_line(e))) from e
     state.source.setdefault("format", fmt.name)
     state.source.setdefault("path", path)
     hints = {k: v for k, v in (("optimizer", optimizer), ("config", config)) if v}

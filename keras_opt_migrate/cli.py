@@ -223,7 +223,7 @@ def main(argv=None):
     try:
         return args.func(args)
     except KerasOptMigrateError as e:
-        print("%s: error: %s" % (PROG, _one_line(e)), file=sys.stderr)
+        print("%s: error: %s" % (PROG, _with_path(args, _one_line(e))), file=sys.stderr)
     except (json.JSONDecodeError, ValueError) as e:
         print("%s: error: bad argument: %s" % (PROG, _one_line(e)), file=sys.stderr)
     except BrokenPipeError:
@@ -245,6 +245,14 @@ def main(argv=None):
         print("%s: error: %s: internal error %s: %s (set KERAS_OPT_MIGRATE_DEBUG=1 for a traceback)"
               % (PROG, _paths(args), type(e).__name__, _one_line(e)), file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def _with_path(args, message):
+    """`<path>: <problem>`: errors raised without a file (migration, mapping) get the command's paths."""
+    paths = [str(getattr(args, k)) for k in ("path", "a", "b", "src", "dst") if getattr(args, k, None)]
+    if any(message.startswith(p) for p in paths) or not paths:
+        return message
+    return "%s: %s" % (_paths(args), message)
 
 
 def _paths(args):
