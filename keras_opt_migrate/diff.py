@@ -74,8 +74,9 @@ def _compare(x, y, atol):
     x, y = materialize(x), materialize(y)
     if x.dtype.kind in "fc" or y.dtype.kind in "fc":
         xf, yf = x.astype(np.float64), y.astype(np.float64)
-        same_nan = np.isnan(xf) & np.isnan(yf)
-        delta = np.where(same_nan, 0.0, np.abs(xf - yf))
+        same = (xf == yf) | (np.isnan(xf) & np.isnan(yf))  # equal infinities too: inf - inf is nan
+        with np.errstate(invalid="ignore"):
+            delta = np.where(same, 0.0, np.abs(xf - yf))
         worst = float(np.nanmax(delta)) if delta.size else 0.0
         if np.isnan(worst) or worst > atol or np.any(np.isnan(delta)):
             return "differs", "max |a - b| = %g" % worst
