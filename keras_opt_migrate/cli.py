@@ -224,8 +224,10 @@ def main(argv=None):
         return args.func(args)
     except KerasOptMigrateError as e:
         print("%s: error: %s" % (PROG, _with_path(args, _one_line(e))), file=sys.stderr)
-    except (json.JSONDecodeError, ValueError) as e:
+    except json.JSONDecodeError as e:  # --config / --target-config / --variables JSON
         print("%s: error: bad argument: %s" % (PROG, _one_line(e)), file=sys.stderr)
+    except ValueError as e:
+        print("%s: error: %s" % (PROG, _with_path(args, _one_line(e))), file=sys.stderr)
     except BrokenPipeError:
         # The reader of our output went away (e.g. `| head`): not an error of the input.
         try:

@@ -302,10 +302,12 @@ def _keras3_loss(loss):
     if isinstance(loss, dict) and "class_name" in loss:
         out = _keras3_object(loss)
         out["module"] = out.get("module") or "keras.losses"
-        cfg = dict(out.get("config") or {})
-        if cfg.get("reduction") in ("auto", None):
-            cfg["reduction"] = "sum_over_batch_size"
-        out["config"] = cfg
+        cfg = out.get("config")
+        if isinstance(cfg, dict) or cfg is None:  # a function loss keeps its name (a string) as config
+            cfg = dict(cfg or {})
+            if cfg.get("reduction") in ("auto", None):
+                cfg["reduction"] = "sum_over_batch_size"
+            out["config"] = cfg
         return out
     return loss
 
