@@ -4,10 +4,16 @@ import contextlib
 import os
 import shutil
 import tempfile
+import zipfile
 
 from . import formats
 from .errors import FormatError, KerasOptMigrateError
 from .schema import OptimizerState, VariableSpec
+
+
+# What libraries raise for unreadable input (after our own KerasOptMigrateError, re-raised as is).
+READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, UnicodeError, RuntimeError, EOFError,
+               zipfile.BadZipFile)
 
 
 def _variable_specs(variables):
@@ -49,11 +55,11 @@ def load_state(path, *, format=None, optimizer=None, variables=None, config=None
         state = fmt.read(path, **options)
     except KerasOptMigrateError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, TypeError, UnicodeError) as e:
-        raise FormatError(path, "cannot read as %s: %s" % (fmt.description or fmt.name, _one_line(e))) from e
     except RecursionError as e:  # json.loads of a config nested thousands of levels deep
         raise FormatError(path, "cannot read as %s: a config is nested too deeply (%s)"
                           % (fmt.description or fmt.name, _one_line(e))) from e
+    except READ_ERRORS as e:  # h5py raises RuntimeError for some corrupt metadata
+        raise FormatError(path, "cannot read as %s: %s" % (fmt.description or fmt.name, _one_line(e))) from e
     state.source.setdefault("format", fmt.name)
     state.source.setdefault("path", path)
     hints = {k: v for k, v in (("optimizer", optimizer), ("config", config)) if v}
@@ -145,7 +151,7 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
     _drop_unwritable(fmt, target, report)
     if dry_run:
         return report
-    model = formats.detect(src).read_model(src) if fmt.needs_model else None
+    model = _read_model(src) if fmt.needs_model else None
     with _staged_output(dst, force) as staged:
         fmt.write(target, staged, model=model, progress=progress)
         back = fmt.read(staged, optimizer=target.optimizer, variables=target.variables, config=target.config)
@@ -154,6 +160,18 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
             raise FormatError(dst, "the written file does not read back as the converted state (%s); nothing was "
                                    "written" % "; ".join(str(e) for e in check.entries[:3]))
     return report
+
+
+def _read_model(src):
+    source = formats.detect(src)
+    try:
+        return source.read_model(src)
+    except KerasOptMigrateError:
+        raise
+    except RecursionError as e:
+        raise FormatError(src, "cannot read the model: a config is nested too deeply") from e
+    except READ_ERRORS as e:
+        raise FormatError(src, "cannot read the model from this %s: %s" % (source.name, _one_line(e))) from e
 
 
 def _drop_unwritable(fmt, target, report):

@@ -35,11 +35,19 @@ def get_format(name):
 
 def detect(path):
     """The adapter that reads `path`, or a FormatError saying why none does."""
+    failed = None
     for fmt in REGISTRY:
-        if fmt.validate(path):
-            return fmt
+        try:
+            if fmt.validate(path):
+                return fmt
+        except Exception as e:  # noqa: BLE001 - validate must not raise, but h5py does on corrupt metadata
+            failed = failed or (fmt, e)
     if not os.path.exists(path) and not os.path.exists(str(path) + ".index"):
         raise FormatError(path, "no such file or directory")
+    if failed is not None:
+        text = (str(failed[1]).strip().splitlines() or [type(failed[1]).__name__])[0][:300]
+        raise FormatError(path, "corrupt or unreadable: checking whether it is a %s failed (%s)"
+                          % (failed[0].description, text))
     raise UnsupportedFormatError(
         path, "not a recognised optimizer-state file; expected one of: %s"
         % "; ".join(f.description for f in REGISTRY))

@@ -7,11 +7,12 @@ may be `LazyTensor`s that read their bytes only when asked, so metadata-only com
 """
 
 import dataclasses
+import zipfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import SchemaError
+from ..errors import FormatError, KerasOptMigrateError, SchemaError
 
 SCHEMA_VERSION = 1
 GENERATIONS = ("v1", "v2", "experimental", "keras3", "tf1")
@@ -33,7 +34,14 @@ class LazyTensor:
         self.origin = origin
 
     def load(self):
-        value = np.asarray(self._loader())
+        try:
+            value = np.asarray(self._loader())
+        except KerasOptMigrateError:
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile) as e:
+            # h5py raises RuntimeError / KeyError for corrupt metadata met only when the data is read
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise FormatError(self.origin or "tensor", "cannot read the tensor: %s" % text) from e
         if tuple(value.shape) != self.shape:
             raise SchemaError("%s: declared shape %s but read %s" % (self.origin, self.shape, value.shape))
         return value
