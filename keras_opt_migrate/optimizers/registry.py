@@ -19,7 +19,7 @@ ALIASES = {
 
 def get_spec(name):
     """The `AlgorithmSpec` for a canonical name or alias (case-insensitive)."""
-    key = str(name).lower()
+    key = str(name).split(">")[-1].lower()  # registered-object prefixes: `Custom>Adam`, `Addons>LazyAdam`
     key = ALIASES.get(key, key)
     if key not in SPECS:
         raise UnknownOptimizerError(

@@ -158,9 +158,6 @@ def _known_difference(case, target, report):
     if case.truth["model"] == "emb" and (target == "keras3") != (case.generation == "keras3"):
         return ("Keras 3 applies an embedding's IndexedSlices gradient without summing repeated ids first "
                 "(v += each duplicate's square), tf_keras and TF1 sum them")
-    if truth_algorithm(case) == "nadam" and {case.generation, target} == {"keras3", "experimental"}:
-        return ("tf_keras 2.11+ Nadam advances _u_product once per variable inside a traced train step from the "
-                "second call on (optimizers/nadam.py); Keras 3 once per step: same rule label, different trajectory")
     return None
 
 
