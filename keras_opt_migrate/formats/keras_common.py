@@ -112,7 +112,7 @@ def lazy_dataset(ds, opener, where, label):
         try:
             with opener() as f:
                 return np.asarray(h5_node(f, name, where, h5py.Dataset)[()])
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, RuntimeError) as e:  # h5py: RuntimeError on corrupt metadata
             if isinstance(e, FormatError):
                 raise
             raise FormatError(where, "cannot read %s (%s)" % (name, e)) from e

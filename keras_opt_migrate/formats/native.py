@@ -83,8 +83,12 @@ class NativeFormat(Format):
 
 def _loader(path, name):
     def load():
-        with h5py.File(path, "r") as f:
-            return np.asarray(f[name][()])
+        try:
+            with h5py.File(path, "r") as f:
+                return np.asarray(f[name][()])
+        except (OSError, KeyError, RuntimeError) as e:  # h5py: RuntimeError on corrupt metadata
+            raise FormatError(path, "cannot read tensor %s (%s)" % (name, str(e).splitlines()[0] if str(e) else e)) \
+                from e
     return load
 
 

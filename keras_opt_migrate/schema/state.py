@@ -38,8 +38,9 @@ class LazyTensor:
             value = np.asarray(self._loader())
         except KerasOptMigrateError:
             raise
-        except (OSError, KeyError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile) as e:
-            # h5py raises RuntimeError / KeyError for corrupt metadata met only when the data is read
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            # h5py raises KeyError for corrupt metadata met only when the data is read (its
+            # RuntimeErrors are turned into FormatErrors by the HDF5 loaders themselves)
             text = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             raise FormatError(self.origin or "tensor", "cannot read the tensor: %s" % text) from e
         if tuple(value.shape) != self.shape:
