@@ -72,13 +72,33 @@ class NativeFormat(Format):
         state.validate()
         header, datasets = schema_v1.encode_header(state)
         with atomic_output(path) as tmp:
-            # track_order keeps attribute/dataset order stable; no timestamps for determinism.
-            with h5py.File(tmp, "w", track_order=True, libver="earliest") as f:
+            with _untimed_file(tmp) as f:
                 f.attrs[VERSION_ATTR] = schema_v1.VERSION
                 f.attrs[HEADER_ATTR] = header
+                h5py.h5g.create(f.id, b"t", gcpl=_untimed(h5py.h5p.GROUP_CREATE))
                 for name, value in datasets:
                     f.create_dataset(name, data=materialize(value), track_times=False)
         return path
+
+
+def _untimed(kind):
+    plist = h5py.h5p.create(kind)
+    plist.set_obj_track_times(False)
+    return plist
+
+
+def _untimed_file(path):
+    """A new HDF5 file whose root group records no timestamps, so equal states give equal bytes.
+
+    (h5py's high-level File cannot switch off the root group's times; its creation property
+    list can. Creation order is tracked so attributes and datasets keep a stable order.)
+    """
+    fcpl = _untimed(h5py.h5p.FILE_CREATE)
+    fcpl.set_link_creation_order(h5py.h5p.CRT_ORDER_TRACKED | h5py.h5p.CRT_ORDER_INDEXED)
+    fcpl.set_attr_creation_order(h5py.h5p.CRT_ORDER_TRACKED | h5py.h5p.CRT_ORDER_INDEXED)
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
+    return h5py.File(h5py.h5f.create(path.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl))
 
 
 def _loader(path, name):
