@@ -18,6 +18,7 @@ from ..errors import FormatError
 from ..optimizers.registry import spec_for_class
 from ..optimizers.spec import GENERATIONS
 from .base import MAX_JSON_BYTES, Format
+from .protowire import fields as _fields
 from .tf_bundle import Bundle
 from .tf_checkpoint import (GraphWriter, _locate, _model_variables, add_optimizer, model_payload, read_object_graph, strip,
                             trainable_nodes)
@@ -246,46 +247,6 @@ def read_saved_metadata(path):
     except (ValueError, UnicodeDecodeError) as e:
         raise FormatError(path, "not a valid SavedMetadata protobuf: %s" % e) from e
     return out
-
-
-def _varint(data, i):
-    result = shift = 0
-    while True:
-        if i >= len(data):
-            raise ValueError("truncated varint at byte %d" % i)
-        byte = data[i]
-        i += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, i
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes at byte %d" % i)
-
-
-def _fields(data):
-    """Yield (field number, int or bytes) of one protobuf message."""
-    i = 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(data, i)
-        elif wire == 2:
-            n, i = _varint(data, i)
-            if i + n > len(data):
-                raise ValueError("field %d runs past the end of the data" % field)
-            value, i = bytes(data[i:i + n]), i + n
-        elif wire in (1, 5):
-            width = 8 if wire == 1 else 4
-            if i + width > len(data):
-                raise ValueError("field %d runs past the end of the data" % field)
-            value, i = int.from_bytes(data[i:i + width], "little"), i + width
-        else:
-            raise ValueError("unsupported wire type %d for field %d" % (wire, field))
-        if field == 0:
-            raise ValueError("field number 0")
-        yield field, value
 
 
 FORMAT = SavedModelFormat()

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..schema import LazyTensor
+from .protowire import varint as _varint
 
 GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -90,20 +91,6 @@ def _check_inside(origin, prefix):
 
 
 # -- the index, parsed without TensorFlow ----------------------------------------------------------
-
-def _varint(data, i):
-    result = shift = 0
-    while True:
-        if i >= len(data):
-            raise ValueError("truncated varint at byte %d" % i)
-        byte = data[i]
-        i += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, i
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes at byte %d" % i)
 
 
 def _block_entries(data, offset, size):
