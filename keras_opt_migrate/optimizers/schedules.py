@@ -29,53 +29,46 @@ class LearningRateSchedule:
         return cls(**config)
 
 
-class ExponentialDecay(LearningRateSchedule):
+class _StepDecay(LearningRateSchedule):
+    """The schedules driven by `p = step / decay_steps` (floored if staircase); `_decay` is the formula."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name=None):
+        self.initial_learning_rate = initial_learning_rate
+        self.decay_steps = decay_steps
+        self.decay_rate = decay_rate
+        self.staircase = staircase
+        self.name = name
+
+    def __call__(self, step):
+        with tf.name_scope(self.name or type(self).__name__) as name:
+            initial = tf.convert_to_tensor(self.initial_learning_rate, name="initial_learning_rate")
+            dtype = initial.dtype
+            p = tf.cast(step, dtype) / tf.cast(self.decay_steps, dtype)
+            if self.staircase:
+                p = tf.floor(p)
+            return self._decay(initial, tf.cast(self.decay_rate, dtype), p, name)
+
+    def _decay(self, initial, rate, p, name):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
+                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+
+
+class ExponentialDecay(_StepDecay):
     """`initial_learning_rate * decay_rate ** (step / decay_steps)` (floored if staircase)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name=None):
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
-
-    def __call__(self, step):
-        with tf.name_scope(self.name or "ExponentialDecay") as name:
-            initial = tf.convert_to_tensor(self.initial_learning_rate, name="initial_learning_rate")
-            dtype = initial.dtype
-            p = tf.cast(step, dtype) / tf.cast(self.decay_steps, dtype)
-            if self.staircase:
-                p = tf.floor(p)
-            return tf.multiply(initial, tf.pow(tf.cast(self.decay_rate, dtype), p), name=name)
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+    def _decay(self, initial, rate, p, name):
+        return tf.multiply(initial, tf.pow(rate, p), name=name)
 
 
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_StepDecay):
     """`initial_learning_rate / (1 + decay_rate * step / decay_steps)`."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name=None):
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
-
-    def __call__(self, step):
-        with tf.name_scope(self.name or "InverseTimeDecay") as name:
-            initial = tf.convert_to_tensor(self.initial_learning_rate, name="initial_learning_rate")
-            dtype = initial.dtype
-            p = tf.cast(step, dtype) / tf.cast(self.decay_steps, dtype)
-            if self.staircase:
-                p = tf.floor(p)
-            denom = tf.add(tf.cast(tf.constant(1), dtype), tf.multiply(tf.cast(self.decay_rate, dtype), p))
-            return tf.divide(initial, denom, name=name)
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+    def _decay(self, initial, rate, p, name):
+        denom = tf.add(tf.cast(tf.constant(1), initial.dtype), tf.multiply(rate, p))
+        return tf.divide(initial, denom, name=name)
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
