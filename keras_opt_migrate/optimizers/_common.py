@@ -3,6 +3,7 @@
 import logging
 import re
 
+import numpy as np
 import tensorflow as tf
 
 from ..errors import KerasOptMigrateError
@@ -33,6 +34,19 @@ def gradients_of(loss, var_list, tape=None, grad_loss=None, scope=None):
         return tape.gradient(loss, var_list, grad_loss), var_list
     with tf.name_scope(scope):
         return tape.gradient(loss, var_list, grad_loss), var_list
+
+
+def assign_weight_list(params, weights):
+    """Keras v1 `set_weights`: check the count and every shape, then assign all (nothing on error)."""
+    if len(params) != len(weights):
+        raise ValueError("Length of the specified weight list (%d) does not match the number of weights "
+                         "of the optimizer (%d)" % (len(weights), len(params)))
+    for p, w in zip(params, weights):
+        if tuple(p.shape) != tuple(np.shape(w)):
+            raise ValueError("Optimizer weight shape %s not compatible with provided weight shape %s"
+                             % (tuple(p.shape), tuple(np.shape(w))))
+    for p, w in zip(params, weights):
+        p.assign(np.asarray(w, dtype=p.dtype.as_numpy_dtype))
 
 
 def deduplicate_indexed_slices(values, indices):

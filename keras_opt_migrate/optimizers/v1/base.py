@@ -22,11 +22,10 @@ attaches it by name or build order (see `attach.py`); `to_state()` / `from_state
 convert to and from the schema under canonical slot names.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from ...errors import KerasOptMigrateError
-from .._common import gradients_of
+from .._common import assign_weight_list, gradients_of
 from ..spec import positional_layout
 from . import state_io
 
@@ -168,16 +167,7 @@ class Optimizer:
         return [w.numpy() for w in self.weights]
 
     def set_weights(self, weights):
-        params = self.weights
-        if len(params) != len(weights):
-            raise ValueError("Length of the specified weight list (%d) does not match the number of weights "
-                             "of the optimizer (%d)" % (len(weights), len(params)))
-        for p, w in zip(params, weights):
-            if tuple(p.shape) != tuple(np.shape(w)):
-                raise ValueError("Optimizer weight shape %s not compatible with provided weight shape %s"
-                                 % (tuple(p.shape), tuple(np.shape(w))))
-        for p, w in zip(params, weights):
-            p.assign(np.asarray(w, dtype=p.dtype.as_numpy_dtype))
+        assign_weight_list(self.weights, weights)
 
     # -- config --------------------------------------------------------------------
     def get_config(self):

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from ...errors import KerasOptMigrateError, MappingError, UnknownOptimizerError
 from ...schema import OptimizerState, materialize
-from .._common import gradients_of
+from .._common import assign_weight_list, gradients_of
 from ..registry import spec_for_class
 from . import state_io
 from .attach import match_variables, variable_name
@@ -171,16 +171,7 @@ class TFOptimizer(tf.__internal__.tracking.Trackable):
         return [v.numpy() for v in self.variables()]
 
     def set_weights(self, weights):
-        params = self.variables()
-        if len(params) != len(weights):
-            raise ValueError("Length of the specified weight list (%d) does not match the number of weights "
-                             "of the optimizer (%d)" % (len(weights), len(params)))
-        for p, w in zip(params, weights):
-            if tuple(p.shape) != tuple(np.shape(w)):
-                raise ValueError("Optimizer weight shape %s not compatible with provided weight shape %s"
-                                 % (tuple(p.shape), tuple(np.shape(w))))
-        for p, w in zip(params, weights):
-            p.assign(np.asarray(w, dtype=p.dtype.as_numpy_dtype))
+        assign_weight_list(self.variables(), weights)
 
     # -- config --------------------------------------------------------------------
     def get_config(self):
