@@ -22,7 +22,7 @@ from .errors import MappingError, UnknownOptimizerError
 from .formats.mapping import canonical_config
 from .optimizers.registry import get_spec
 from .optimizers.spec import GENERATIONS, positional_layout
-from .schema import OptimizerState, VariableSpec, materialize
+from .schema import OptimizerState, materialize
 
 ACTIONS = ("mapped", "renamed", "derived", "dropped", "zero-initialised")
 EXACT, FLOAT_TOLERANCE, DIFFERENT = "exact", "float-tolerance", "different"

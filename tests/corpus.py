@@ -7,7 +7,6 @@ wrote the file: every slot tensor bit-exact and attached to the right model vari
 import dataclasses
 import functools
 import json
-import os
 from pathlib import Path
 
 import numpy as np

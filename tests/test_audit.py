@@ -1,7 +1,6 @@
 """audit() on synthetic states: every check can fire, and a healthy state passes clean."""
 
 import numpy as np
-import pytest
 
 import keras_opt_migrate as kom
 from keras_opt_migrate.audit import audit

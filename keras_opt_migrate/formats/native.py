@@ -10,7 +10,7 @@ import json
 import h5py
 import numpy as np
 
-from ..errors import FormatError, SchemaError
+from ..errors import FormatError
 from ..schema import LazyTensor, materialize
 from ..schema import v1 as schema_v1
 from ..schema.upgrade import upgrade_header

@@ -8,11 +8,9 @@ reason) otherwise. One fixture per (label, group, case): the first of w.ckpt, ck
 model.ckpt it has; each other file is converted and read back (api.convert verifies it).
 """
 
-import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "formats"))

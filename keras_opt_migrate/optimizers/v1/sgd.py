@@ -4,8 +4,6 @@
 momentum 0). The slot is Keras' velocity `v = momentum * v - lr * g`, like v2's `momentum`.
 """
 
-import tensorflow as tf
-
 from .. import sgd as algorithm
 from .base import Optimizer
 
