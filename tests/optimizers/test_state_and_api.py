@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_opt_migrate
-from keras_opt_migrate.errors import MappingError
+from keras_opt_migrate.errors import MappingError, UnknownOptimizerError
 from keras_opt_migrate.optimizers import experimental as ex
 from keras_opt_migrate.optimizers import from_state, v2
 from keras_opt_migrate.optimizers.experimental import dtensor
@@ -195,3 +195,29 @@ def test_dtensor_sgd_equals_plain_sgd_and_checkpoints(tmp_path):
     assert int(again.iterations.numpy()) == 20
     np.testing.assert_array_equal(tf.concat(d.unpack(again.momentums[0].read_value()), 0).numpy(),
                                   tf.concat(d.unpack(opt.momentums[0].read_value()), 0).numpy())
+
+
+@pytest.mark.parametrize("module", [v2, ex], ids=["v2", "experimental"])
+def test_get_wraps_a_tf1_optimizer_like_keras(module):
+    """Keras' `optimizers.get` wraps a `tf.compat.v1.train.Optimizer` in a TFOptimizer; ours wraps it in
+    our v1-generation TFOptimizer, which then steps exactly as the TF1 optimizer does on its own."""
+    import tf_keras
+    from keras_opt_migrate.optimizers import v1
+
+    tf1_ours = tf.compat.v1.train.MomentumOptimizer(0.1, momentum=0.9)
+    tf1_ref = tf.compat.v1.train.MomentumOptimizer(0.1, momentum=0.9)
+    wrapped = module.get(tf1_ours)
+    reference = tf_keras.optimizers.get(tf1_ref)
+    assert type(reference).__name__ == "TFOptimizer" and reference.optimizer is tf1_ref
+    assert isinstance(wrapped, v1.TFOptimizer) and wrapped.optimizer is tf1_ours
+    assert module.get(wrapped) is wrapped
+
+    var_ours, var_ref = tf.Variable([1.0, -2.0, 3.0]), tf.Variable([1.0, -2.0, 3.0])
+    for step in range(3):
+        grad = tf.constant([0.5, -1.0, 0.25]) * (step + 1)
+        wrapped.apply_gradients([(grad, var_ours)])
+        tf1_ref.apply_gradients([(grad, var_ref)])
+    np.testing.assert_array_equal(var_ours.numpy(), var_ref.numpy())
+    assert int(wrapped.iterations.numpy()) == 3
+    with pytest.raises(UnknownOptimizerError, match="tf.compat.v1.train.Optimizer"):
+        module.get(3.5)

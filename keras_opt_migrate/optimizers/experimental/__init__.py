@@ -35,4 +35,9 @@ def get(identifier):
         return deserialize(identifier)
     if isinstance(identifier, str):
         return deserialize({"class_name": identifier, "config": {}})
-    raise UnknownOptimizerError("Could not interpret optimizer identifier: %r" % (identifier,))
+    from ..v2 import wrap_tf1_optimizer
+    wrapped = wrap_tf1_optimizer(identifier)
+    if wrapped is not None:
+        return wrapped
+    raise UnknownOptimizerError("Could not interpret optimizer identifier: %r; expected an optimizer, a name, "
+                                "a {'class_name', 'config'} dict or a tf.compat.v1.train.Optimizer" % (identifier,))
