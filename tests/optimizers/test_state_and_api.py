@@ -164,7 +164,7 @@ def test_experimental_api_set_weights_own_variables_and_kwargs():
 def _mesh():
     devices = tf.config.list_logical_devices("CPU")
     if len(devices) < 2:
-        pytest.skip("needs 2 logical CPU devices (set up before TensorFlow initialises)")
+        pytest.fail("needs 2 logical CPU devices: tests/conftest.py splits the CPU before TensorFlow initialises")
     return tf.experimental.dtensor.create_mesh([("batch", 2)], devices=["CPU:0", "CPU:1"])
 
 
