@@ -99,9 +99,17 @@ def _convert_options(args):
 def _print_conversion(args, report):
     if args.json:
         print(json.dumps(report.to_json(), indent=1, sort_keys=True, default=str))
-        return
-    print(report.format_text())
-    print("(dry run: nothing written)" if args.dry_run else "wrote %s (%s)" % (args.dst, report.target_format))
+    else:
+        print(report.format_text())
+        print("(dry run: nothing written)" if args.dry_run else "wrote %s (%s)" % (args.dst, report.target_format))
+    assumed = report.assumed_defaults()
+    if assumed:  # one line on stderr, so --json output stays parseable
+        print("%s: note: %s not stored in %s, default%s assumed (%s); if the run used other values, pass them: "
+              "--config '%s'" % (PROG, "1 hyperparameter" if len(assumed) == 1 else "%d hyperparameters" % len(assumed),
+                                 args.src, "" if len(assumed) == 1 else "s",
+                                 ", ".join("%s=%r" % kv for kv in sorted(assumed.items())),
+                                 json.dumps({k: "..." for k in sorted(assumed)}).replace('"..."', "...")),
+              file=sys.stderr)
 
 
 def cmd_convert(args):

@@ -14,7 +14,7 @@ each algorithm (slot names, orders, update rules) lives in its module under `opt
 
 import dataclasses
 import math
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
@@ -24,7 +24,8 @@ from .optimizers.registry import get_spec
 from .optimizers.spec import GENERATIONS, positional_layout
 from .schema import OptimizerState, materialize
 
-ACTIONS = ("mapped", "renamed", "derived", "dropped", "zero-initialised")
+ASSUMED = "assumed-default"
+ACTIONS = ("mapped", "renamed", "derived", "dropped", "zero-initialised", ASSUMED)
 EXACT, FLOAT_TOLERANCE, DIFFERENT = "exact", "float-tolerance", "different"
 
 # Algorithms a generation lacks, and what carries their state there (same slots).
@@ -54,6 +55,75 @@ TF1_HYPERPARAMETERS = {"rmsprop": {"decay": "rho"}}
 # with repeated ids summed first (Keras 2, TF1) or not (Keras 3 on TensorFlow) differs.
 SQUARES_GRADIENTS = {"adam", "adamw", "lazyadam", "nadam", "adamax", "adagrad", "rmsprop", "adadelta", "ftrl",
                      "lamb", "lion", "adafactor", "clippyadagrad", "proximal_adagrad"}
+# The hyperparameters each algorithm's constructor takes and their defaults, in the Keras
+# generations (tf_keras legacy and 2.11+, Keras 3 agree unless GENERATION_DEFAULTS says
+# otherwise); tests/test_defaults.py checks them against the real classes. Files that keep
+# no config (TF checkpoints keep at most the learning rate and a few v2 hyperparameter
+# variables) leave the rest to these defaults, and the report says so for each one.
+REQUIRED = "required"  # the constructor has no default (TF1 learning rates, TF1 Momentum's momentum)
+_ADAM = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+_FTRL = {"learning_rate": 0.001, "learning_rate_power": -0.5, "initial_accumulator_value": 0.1,
+         "l1_regularization_strength": 0.0, "l2_regularization_strength": 0.0,
+         "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0}
+HYPERPARAMETER_DEFAULTS = {
+    "sgd": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
+    "adam": dict(_ADAM, amsgrad=False),
+    "adamw": dict(_ADAM, amsgrad=False, weight_decay=0.004),
+    "lazyadam": dict(_ADAM, amsgrad=False),
+    "lamb": dict(_ADAM),
+    "nadam": dict(_ADAM),
+    "adamax": dict(_ADAM),
+    "adagrad": {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
+    "clippyadagrad": {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "variable_relative_threshold": 0.1,
+                      "accumulator_relative_threshold": 0.0, "absolute_threshold": 1e-7, "epsilon": 1e-7,
+                      "export_clipping_factors": False, "clip_accumulator_update": False,
+                      "use_standard_accumulator_update": False},
+    "adadelta": {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7},
+    "rmsprop": {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
+    "ftrl": _FTRL,
+    "lion": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.99},
+    "adafactor": {"learning_rate": 0.001, "beta_2_decay": -0.8, "epsilon_1": 1e-30, "epsilon_2": 1e-3,
+                  "clip_threshold": 1.0, "relative_step": True},
+    "muon": {"learning_rate": 0.001, "adam_beta_1": 0.9, "adam_beta_2": 0.999, "adam_weight_decay": 0.004,
+             "epsilon": 1e-7, "exclude_layers": None, "exclude_embeddings": True, "muon_a": 3.4445,
+             "muon_b": -4.775, "muon_c": 2.0315, "adam_lr_ratio": 1, "momentum": 0.95, "ns_steps": 5,
+             "nesterov": True, "rms_rate": 0.2},
+    "momentum": {"learning_rate": REQUIRED, "momentum": REQUIRED, "nesterov": False},
+    "proximal_adagrad": {"learning_rate": REQUIRED, "initial_accumulator_value": 0.1,
+                         "l1_regularization_strength": 0.0, "l2_regularization_strength": 0.0},
+    "proximal_gradient_descent": {"learning_rate": REQUIRED, "l1_regularization_strength": 0.0,
+                                  "l2_regularization_strength": 0.0},
+}
+# Where a generation's class differs from the Keras defaults above. ABSENT: that class takes no
+# such argument (its update has no such term). Keras v1's epsilon None means the backend's 1e-7.
+ABSENT = "absent"
+GENERATION_DEFAULTS = {
+    ("v1", "adam"): {"epsilon": None},
+    ("v1", "nadam"): {"learning_rate": 0.002, "epsilon": None, "schedule_decay": 0.004},
+    ("v1", "adamax"): {"learning_rate": 0.002, "epsilon": None},
+    ("v1", "adagrad"): {"learning_rate": 0.01, "epsilon": None, "initial_accumulator_value": ABSENT},
+    ("v1", "adadelta"): {"learning_rate": 1.0, "epsilon": None},
+    ("v1", "rmsprop"): {"epsilon": None, "momentum": ABSENT, "centered": ABSENT},
+    ("experimental", "lion"): {"learning_rate": 0.0001},
+    ("tf1", "sgd"): {"learning_rate": REQUIRED, "momentum": ABSENT, "nesterov": ABSENT},
+    ("tf1", "adam"): {"epsilon": 1e-8, "amsgrad": ABSENT},
+    ("tf1", "adagrad"): {"learning_rate": REQUIRED, "epsilon": ABSENT},
+    ("tf1", "adadelta"): {"epsilon": 1e-8},
+    ("tf1", "rmsprop"): {"learning_rate": REQUIRED, "epsilon": 1e-10},
+    ("tf1", "ftrl"): {"learning_rate": REQUIRED},
+}
+# Layout-deciding flags that the slots a file holds prove: (flag, slot, value when present, when absent).
+# RMSprop's momentum slot proves momentum > 0 (v2, 2.11+ and Keras 3 create it only then), not its value.
+FLAGS_FROM_SLOTS = {
+    "adam": [("amsgrad", "velocity_hat", True, False)], "adamw": [("amsgrad", "velocity_hat", True, False)],
+    "lazyadam": [("amsgrad", "velocity_hat", True, False)],
+    "rmsprop": [("centered", "average_gradient", True, False), ("momentum", "momentum", REQUIRED, 0.0)],
+    "clippyadagrad": [("export_clipping_factors", "clipping_factor", True, False)],
+}
+# Formats whose optimizer state keeps a constant learning rate as a variable (v2, 2.11+ and Keras 3
+# layouts): when it is absent the run used a schedule, which these files do not store.
+LR_VARIABLE_FORMATS = ("tf_checkpoint",)
+
 # Base keys whose non-default value changes the training trajectory when dropped.
 TRAJECTORY_KEYS = {"weight_decay", "use_ema", "gradient_accumulation_steps", "loss_scale_factor", "clipnorm",
                    "clipvalue", "global_clipnorm"}
@@ -68,6 +138,7 @@ class ReportItem:
     source: Optional[str] = None
     target: Optional[str] = None
     detail: str = ""
+    value: Any = None  # the value an assumed-default hyperparameter was given
 
     def to_json(self):
         return dataclasses.asdict(self)
@@ -96,6 +167,14 @@ class ConversionReport:
     def add(self, *args, **kwargs):
         self.items.append(ReportItem(*args, **kwargs))
 
+    def assumed_defaults(self):
+        """{hyperparameter: value} the source did not store and that was set to a default."""
+        out = {}
+        for item in self.items:
+            if item.action == ASSUMED:
+                out[item.name] = item.value
+        return out
+
     def counts(self):
         out = {a: 0 for a in ACTIONS}
         for item in self.items:
@@ -106,7 +185,8 @@ class ConversionReport:
         return {"source": {"optimizer": self.source_optimizer, "generation": self.source_generation},
                 "target": {"optimizer": self.target_optimizer, "generation": self.target_generation},
                 "continuation": self.continuation, "continuation_reason": self.continuation_reason,
-                "partial": self.partial, "target_format": self.target_format, "counts": self.counts(), "items": [i.to_json() for i in self.items]}
+                "partial": self.partial, "target_format": self.target_format, "counts": self.counts(),
+                "assumed_defaults": self.assumed_defaults(), "items": [i.to_json() for i in self.items]}
 
     def format_text(self):
         counts = self.counts()
@@ -183,7 +263,25 @@ def migrate(state, to, *, optimizer=None, config=None, partial=False):
         target.warnings.append("partial conversion: " + problem)
     _judge_continuation(state, source_spec, target, target_spec, substitute_note, report)
     _flag_recomputed_u_product(state, report)
+    _note_assumptions(report)
     return target, report
+
+
+def _note_assumptions(report):
+    """The verdict holds only if the run used the assumed defaults; a stand-in for an unknown value breaks it."""
+    assumed = report.assumed_defaults()
+    if not assumed:
+        return
+    stand_ins = [i.name for i in report.items if i.action == ASSUMED and "stands in" in i.detail]
+    if stand_ins:
+        reason = "%s unknown (a default stands in)" % ", ".join(stand_ins)
+        if report.continuation == DIFFERENT:
+            report.continuation_reason += "; " + reason
+        else:
+            report.continuation, report.continuation_reason = DIFFERENT, reason
+        return
+    note = "if the run used the defaults assumed for %s" % ", ".join(sorted(assumed))
+    report.continuation_reason = "%s; %s" % (report.continuation_reason, note) if report.continuation_reason else note
 
 
 def _flag_recomputed_u_product(state, report):
@@ -267,7 +365,113 @@ def _convert_config(state, to, target_spec, overrides, report, refusals):
         if config.get(key) != value:
             report.add("derived", "config", key, detail="set by the caller: %r (was %r)" % (value, config.get(key)))
         config[key] = value
+    _fill_defaults(state, to, target_spec, config, report, refusals)
     return config
+
+
+def hyperparameter_defaults(algorithm, generation):
+    """{key: default} of the hyperparameters `generation`'s `algorithm` class takes (REQUIRED: no default)."""
+    out = dict(HYPERPARAMETER_DEFAULTS.get(algorithm, {}))
+    out.update(GENERATION_DEFAULTS.get((generation, algorithm), {}))
+    return {k: v for k, v in out.items() if not (isinstance(v, str) and v == ABSENT)}
+
+
+def unstored_hyperparameters(state, algorithm, generation, known):
+    """The entries of `known` (a real optimizer's `get_config()`) for the hyperparameters the
+    `generation` `algorithm` takes and `state` does not hold: what a restore into that
+    optimizer takes from it instead of assuming defaults."""
+    config = canonical_config(state.config)
+    if state.generation == "tf1":
+        for own, keras in TF1_HYPERPARAMETERS.get(state.optimizer, {}).items():
+            if own in config:
+                config[keras] = config.pop(own)
+    if "learning_rate" in state.extra:
+        config["learning_rate"] = None
+    return {k: known[k] for k in hyperparameter_defaults(algorithm, generation) if k in known and k not in config}
+
+
+def _flags_from_slots(state):
+    """{flag: (value, why)} for layout-deciding flags the slots the state holds prove."""
+    if not state.slots or state.generation not in ("v2", "experimental", "keras3"):
+        return {}
+    held = set(state.slot_names())
+    out = {}
+    for flag, slot, present, absent in FLAGS_FROM_SLOTS.get(state.optimizer, ()):
+        if slot in held and present == REQUIRED:
+            out[flag] = (present, "the file holds %s slots, which the %s %s keeps only with %s > 0, but not the %s "
+                                  "value" % (slot, state.generation, state.optimizer, flag, flag))
+        elif slot in held:
+            out[flag] = (present, "the file holds %s slots, which the %s %s keeps only with %s=%r"
+                         % (slot, state.generation, state.optimizer, flag, present))
+        else:
+            out[flag] = (absent, "the file holds no %s slots, which the %s %s would keep with %s"
+                         % (slot, state.generation, state.optimizer,
+                            "%s > 0" % flag if present == REQUIRED else "%s=%r" % (flag, present)))
+    return out
+
+
+def _schedule_proven(state):
+    """Why the source's learning rate must have been a schedule, or None.
+
+    v2, 2.11+ and Keras 3 optimizers keep a constant learning rate as a checkpointed
+    variable; a TF checkpoint of theirs without one was written with a schedule (the 2.11+
+    optimizer then keeps the last step's rate as `_current_learning_rate`).
+    """
+    if state.source.get("format") not in LR_VARIABLE_FORMATS or state.generation not in ("v2", "experimental", "keras3"):
+        return None
+    if "learning_rate" in state.extra or "learning_rate" in state.config:
+        return None
+    why = "the checkpoint keeps no constant learning-rate variable, so the run used a learning-rate schedule, which " \
+          "TF checkpoints do not store"
+    if "current_learning_rate" in state.extra:
+        why += " (it keeps the last step's rate, %g)" % float(materialize(state.extra["current_learning_rate"]))
+    return why
+
+
+def _fill_defaults(state, to, target_spec, config, report, refusals):
+    """Give every hyperparameter the file does not store a value, and say which were assumed.
+
+    Flags the slots prove (amsgrad from velocity_hat slots, ...) are derived. The rest take
+    the source generation's default (what the run used unless its code said otherwise) and
+    are reported as `assumed-default`. A key the source class takes without a default gets
+    the target's default, reported as unknown (the continuation is then `different`); a
+    default the file proves wrong (a schedule, RMSprop's momentum) is refused unless `partial`.
+    """
+    source = hyperparameter_defaults(state.optimizer, state.generation)
+    target = hyperparameter_defaults(target_spec.name, to)
+    proven = _flags_from_slots(state)
+    hint = "pass config={'%s': ...} (CLI --config '{\"%s\": ...}')"
+    for key, default in source.items():
+        if key in config or key not in target:
+            continue
+        if key in proven:
+            value, why = proven[key]
+            if not (isinstance(value, str) and value == REQUIRED):
+                config[key] = value
+                report.add("derived", "config", key, detail="%r: %s" % (value, why))
+                continue
+            refusals.refuse("%s; %s" % (why, hint % (key, key)))
+            default = why
+        elif key == "learning_rate" and _schedule_proven(state):
+            why = _schedule_proven(state)
+            refusals.refuse("%s; %s with the schedule's config" % (why, hint % (key, key)))
+            default = why
+        elif isinstance(default, str) and default == REQUIRED:
+            default = "the %s %s takes it without a default and the file does not store it" % (
+                state.generation, state.optimizer)
+        else:
+            config[key] = default
+            report.add(ASSUMED, "config", key, value=default,
+                       detail="not in the source file; the %s %s default %r is assumed"
+                              % (state.generation, state.optimizer, default))
+            continue
+        # unknown: the target's own default stands in (after a refusal, only with partial=True)
+        value = target[key]
+        if isinstance(value, str) and value == REQUIRED:
+            continue
+        config[key] = value
+        report.add(ASSUMED, "config", key, value=value,
+                   detail="unknown (%s); the %s default %r stands in" % (default, to, value))
 
 
 # -- iterations ---------------------------------------------------------------------------

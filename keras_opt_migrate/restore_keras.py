@@ -178,11 +178,14 @@ def _defer(optimizer, kind, state, var_list):
 
 def restore(optimizer, state, var_list=None):
     """Restore `state` into a real tf_keras / Keras 3 optimizer (see the module docstring)."""
-    from .migrate import migrate
+    from .migrate import migrate, unstored_hyperparameters
     kind = optimizer_kind(optimizer)
     spec = _spec(optimizer, kind)
     if state.generation != kind or state.optimizer != spec.name:
-        state, report = migrate(state, kind, optimizer=spec.name if get_spec(state.optimizer) is not spec else None)
+        # what the file does not store (epsilon, a schedule, ...), the optimizer restored into knows
+        known = unstored_hyperparameters(state, spec.name, kind, _own_config(optimizer))
+        state, report = migrate(state, kind, optimizer=spec.name if get_spec(state.optimizer) is not spec else None,
+                                config=known or None)
         state.source["conversion"] = report.to_json()
     if _built(optimizer, kind):
         apply(optimizer, state, var_list if var_list is not None else _built_variables(optimizer, kind))
@@ -195,6 +198,13 @@ def restore(optimizer, state, var_list=None):
     else:
         _defer(optimizer, kind, state, var_list)
     return state
+
+
+def _own_config(optimizer):
+    try:
+        return dict(optimizer.get_config())
+    except (TypeError, ValueError, NotImplementedError, AttributeError):
+        return {}
 
 
 def _built_variables(optimizer, kind):

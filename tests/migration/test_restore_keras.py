@@ -80,6 +80,27 @@ def test_tf_keras_restore_into_resumes(generation, when):
     assert rt.max_delta(_weights(model), LEGACY_ADAM) <= 1e-5
 
 
+def test_restore_takes_what_the_file_lacks_from_the_real_optimizer():
+    """A new-Adam checkpoint written with a schedule keeps neither the schedule nor epsilon / betas; converting it
+    alone is refused (the schedule is proven, its config unknown), but the optimizer restored into has them."""
+    import tf_keras
+    case = CASES["k221/experimental/adam_schedule"]
+    state = kom.load_state(str(case.file("w.ckpt")), optimizer="adam")
+    with pytest.raises(MappingError, match="schedule"):
+        kom.migrate(state, "v2")
+    model = _model(tf_keras, case)
+    opt = rt.make_optimizer("v2", kom.OptimizerState("adam", "v2", dict(truth_config(case))))
+    model.compile(optimizer=opt, loss="mse")
+    assert not {"learning_rate", "beta_1", "beta_2", "epsilon"} & set(state.config)
+    kom.restore_into(opt, state, var_list=model.trainable_variables)
+    assert int(opt.iterations) == 3
+    x, y = case.batches()
+    for i in rt.CONTINUE:
+        model.train_on_batch(x[i], y[i])
+    assert int(opt.iterations) == 5
+    assert rt.max_delta(_weights(model), case) <= 1e-5
+
+
 def test_keras3_restore_into_built_optimizer_matches_by_name():
     import keras
     state = _state(CASES["k315/keras3/adam"], "m.keras") if CASES["k315/keras3/adam"].has("m.keras") else None
