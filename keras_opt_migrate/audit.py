@@ -88,21 +88,36 @@ def audit(path_or_state, **load_options):
                        checked, findings)
 
 
+CHUNK = 1 << 20  # elements checked at a time: the temporaries stay small whatever the tensor size
+
+
 def _check_values(spec, kind, var, name, tensor):
     value = materialize(tensor)
     if value.dtype.kind not in "fc":
         return []
     out = []
-    finite = np.isfinite(value)
-    if not finite.all():
-        bad = int(value.size - np.count_nonzero(finite))
-        out.append(Finding(ERROR, "non_finite", "%d of %d values are NaN or Inf" % (bad, value.size), var, name))
-    if spec is not None and kind == "slot" and name in spec.nonnegative and value.size:
-        negative = int(np.count_nonzero(value[finite] < 0))
-        if negative:
-            out.append(Finding(ERROR, "negative_second_moment",
-                               "%d values are negative; a %s %s can never be negative (minimum %g)"
-                               % (negative, spec.name, name, float(np.min(value[finite]))), var, name))
+    flat = np.ascontiguousarray(value).reshape(-1)
+    check_sign = spec is not None and kind == "slot" and name in spec.nonnegative and flat.size
+    bad = negative = 0
+    smallest = None
+    for i in range(0, flat.size, CHUNK):
+        chunk = flat[i:i + CHUNK]
+        finite = np.isfinite(chunk)
+        here = int(chunk.size - np.count_nonzero(finite))
+        bad += here
+        if check_sign:
+            ok = chunk[finite] if here else chunk
+            n = int(np.count_nonzero(ok < 0))
+            if n:
+                negative += n
+                low = float(np.min(ok))
+                smallest = low if smallest is None else min(smallest, low)
+    if bad:
+        out.append(Finding(ERROR, "non_finite", "%d of %d values are NaN or Inf" % (bad, flat.size), var, name))
+    if negative:
+        out.append(Finding(ERROR, "negative_second_moment",
+                           "%d values are negative; a %s %s can never be negative (minimum %g)"
+                           % (negative, spec.name, name, smallest), var, name))
     return out
 
 

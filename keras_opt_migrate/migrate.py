@@ -22,7 +22,7 @@ from .errors import MappingError, UnknownOptimizerError
 from .formats.mapping import canonical_config
 from .optimizers.registry import get_spec
 from .optimizers.spec import GENERATIONS, positional_layout
-from .schema import OptimizerState, materialize
+from .schema import LazyTensor, OptimizerState, materialize
 
 ASSUMED = "assumed-default"
 ACTIONS = ("mapped", "renamed", "derived", "dropped", "zero-initialised", ASSUMED)
@@ -576,8 +576,7 @@ def _velocity_from_tf1_accum(state, accum, var, report, refusals):
     if not isinstance(lr, (int, float)):
         refusals.refuse("TF1 Momentum's accumulator becomes a velocity only with a constant learning rate")
         lr = 0.0
-    value = materialize(accum)
-    velocity = (-np.asarray(lr, value.dtype) * value).astype(value.dtype)
+    velocity = LazyTensor.derived(accum, lambda value: (-np.asarray(lr, value.dtype) * value).astype(value.dtype))
     report.add("derived", "slot", "momentum", var.name, "momentum", "momentum",
                "velocity = -learning_rate * accumulator (learning_rate %g)" % lr)
     return velocity
@@ -586,10 +585,10 @@ def _velocity_from_tf1_accum(state, accum, var, report, refusals):
 def _fill_missing(spec, target, slot, shape, var):
     """(initial value, why, certain) for a slot the target keeps and the source does not."""
     dtype = np.dtype(var.dtype if var.dtype else "float32")
-    if slot == "gradient_accumulator":
-        return np.zeros(shape, dtype), "no partially accumulated gradient: the state is at an update boundary", True
+    if slot == "gradient_accumulator":  # made when written (LazyTensor), so a large state is never held whole
+        return LazyTensor.filled(shape, dtype, 0), "no partially accumulated gradient: the state is at an update boundary", True
     if slot == "clipping_factor":
-        return np.ones(shape, dtype), "ClippyAdagrad's exported clipping factor is output only", True
+        return LazyTensor.filled(shape, dtype, 1), "ClippyAdagrad's exported clipping factor is output only", True
     if spec.name == "adafactor" and slot in ("r", "c") and tuple(shape) == ():
         return np.zeros(shape, np.int32 if target.generation == "keras3" else dtype), "placeholder", True
     if spec.name == "adam" and target.generation == "v1" and slot == "velocity_hat" and \
@@ -598,7 +597,7 @@ def _fill_missing(spec, target, slot, shape, var):
     init = spec.slot_init.get(slot, 0.0)
     if isinstance(init, str):
         init = target.config.get(init, 0.1)
-    return np.full(shape, init, dtype), "initial value %g: no such state in the source" % float(init), False
+    return LazyTensor.filled(shape, dtype, init), "initial value %g: no such state in the source" % float(init), False
 
 
 def _drop_is_safe(spec, state, slot, tensor):

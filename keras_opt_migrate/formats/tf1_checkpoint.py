@@ -19,7 +19,7 @@ from ..optimizers.spec import flag_configs
 from ..schema import OptimizerState, VariableSpec, materialize
 from .base import Format, ModelPayload
 from .mapping import attach_named, canonical_config, check_same_slots, strip_device_suffix
-from .tf_bundle import GRAPH_KEY, Bundle, looks_object_based, resolve_prefix
+from .tf_bundle import GRAPH_KEY, Bundle, looks_object_based, resolve_prefix, write_bundle
 from .tf_checkpoint import pick_spec, tf1_iterations
 
 STEP_KEY = "global_step"
@@ -256,18 +256,8 @@ def _strip(name):
 
 
 def save_bundle(prefix, tensors, progress=None):
-    """Write (key, array) pairs as a tensor bundle with `tf.raw_ops.SaveV2` (no object graph)."""
-    import tensorflow as tf
-    names, values = [], []
-    for i, (key, value) in enumerate(sorted(tensors, key=lambda t: t[0])):
-        names.append(key)
-        values.append(tf.constant(np.asarray(materialize(value))))
-        if progress:
-            progress(i + 1, len(tensors), key)
-    try:
-        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=values)
-    except Exception as e:  # tf.errors.OpError
-        raise FormatError(prefix, "cannot write the checkpoint: %s" % str(e).splitlines()[0]) from e
+    """Write (key, array or LazyTensor) pairs as a tensor bundle (no object graph), a batch at a time."""
+    write_bundle(prefix, tensors, progress)
 
 
 def write_meta_graph(path, variables):

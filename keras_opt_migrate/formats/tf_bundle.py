@@ -9,6 +9,8 @@ in the file is executed. The object graph of an object-based checkpoint is parse
 import glob
 import os
 import re
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -392,3 +394,119 @@ def key_path(key):
 def _one_line(error):
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:300]
+
+
+# -- writing, a batch of tensors at a time ---------------------------------------------------------
+
+BATCH_FLOOR = 64 << 20  # tensors are handed to TensorFlow in batches of at least this many bytes
+
+
+def _nbytes(value):
+    """Bytes of a value to be written, without loading it (None when only loading tells)."""
+    if callable(value) and not hasattr(value, "shape"):
+        return None
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        return int(np.asarray(value).nbytes)
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def _to_tensor(value):
+    """An eager tensor holding `value` (a numpy array or bytes), copied once.
+
+    `tf.constant` copies a numpy array twice (once in Python, once into the tensor); the
+    EagerTensor constructor it ends in copies it once.
+    """
+    import tensorflow as tf
+    if isinstance(value, np.ndarray) and value.dtype.kind not in "OSU":
+        try:
+            from tensorflow.python.eager import context
+            from tensorflow.python.framework import ops
+            ctx = context.context()
+            ctx.ensure_initialized()
+            return ops.EagerTensor(np.ascontiguousarray(value), ctx.device_name, None)
+        except (ImportError, AttributeError, TypeError):  # a TensorFlow without this internal path
+            pass
+    return tf.constant(value)
+
+
+def write_bundle(prefix, items, progress=None):
+    """Write (key, value) pairs as the tensor bundle `prefix`, holding about one batch in memory.
+
+    value: a numpy array, a LazyTensor, bytes (a string scalar such as the object graph) or a
+    callable returning one of them. Tensors are loaded in key order and handed to TensorFlow
+    in batches of at most max(largest tensor, 64 MiB): a batch that fits everything is saved
+    with `SaveV2` straight to `prefix`; otherwise each batch is saved as a temporary bundle
+    beside it and `MergeV2Checkpoints` renames their data files into the shards
+    `<prefix>.data-K-of-N` and writes one index (no byte is copied twice).
+    """
+    import tensorflow as tf
+    from ..schema import materialize
+    items = sorted(items, key=lambda kv: kv[0])
+    keys = [k for k, _ in items]
+    if len(set(keys)) != len(keys):
+        raise FormatError(prefix, "two tensors would share a checkpoint key: %s"
+                          % sorted({k for k in keys if keys.count(k) > 1})[:3])
+    sizes = [_nbytes(v) for _, v in items]
+    limit = max([BATCH_FLOOR] + [s for s in sizes if s is not None])
+    total = sum(s for s in sizes if s is not None)
+    single = all(s is not None for s in sizes) and total <= limit
+    parts, batch, batch_bytes = [], ([], []), 0
+    stage = None
+
+    def flush():
+        nonlocal batch, batch_bytes, stage
+        if not batch[0]:
+            return
+        if single:
+            target = prefix
+        else:
+            if stage is None:
+                stage = tempfile.mkdtemp(prefix=".%s.parts-" % os.path.basename(prefix),
+                                         dir=os.path.dirname(os.path.abspath(prefix)))
+            target = os.path.join(stage, "part-%05d" % len(parts))
+        _save(target, *batch)
+        parts.append(target)
+        batch, batch_bytes = ([], []), 0
+
+    try:
+        for i, (key, value) in enumerate(items):
+            size = sizes[i]
+            if size is not None and batch[0] and batch_bytes + size > limit:
+                flush()
+            if callable(value) and not hasattr(value, "shape"):
+                value = value()
+            value = value if isinstance(value, (bytes, str)) else materialize(value)
+            tensor = _to_tensor(value)
+            size = _nbytes(value)
+            del value
+            if size is not None and batch[0] and batch_bytes + size > limit:
+                flush()
+            batch[0].append(key)
+            batch[1].append(tensor)
+            batch_bytes += size or 0
+            del tensor
+            if progress:
+                progress(i + 1, len(items), key)
+        flush()
+        if not single:
+            try:
+                tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=parts, destination_prefix=prefix,
+                                              delete_old_dirs=True)
+            except Exception as e:  # tf.errors.OpError
+                raise FormatError(prefix, "cannot write the checkpoint: %s" % _one_line(e)) from e
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+    return len(parts)
+
+
+def _save(prefix, names, tensors):
+    import tensorflow as tf
+    try:
+        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+    except Exception as e:  # tf.errors.OpError
+        raise FormatError(prefix, "cannot write the checkpoint: %s" % _one_line(e)) from e

@@ -29,7 +29,7 @@ from ..optimizers.spec import GENERIC_TRACKED, LAYOUT_FLAGS, flag_configs, posit
 from ..schema import OptimizerState, VariableSpec, materialize
 from .base import Format, ModelPayload
 from .mapping import attach_named, attach_positional, canonical_config
-from .tf_bundle import GRAPH_KEY, VALUE_SUFFIX, Bundle, key_path, looks_object_based, resolve_prefix
+from .tf_bundle import GRAPH_KEY, VALUE_SUFFIX, Bundle, key_path, looks_object_based, resolve_prefix, write_bundle
 
 # Loss-scale state of the wrappers, under the schema's canonical extra names.
 LOSS_SCALE_CHILDREN = {"current_loss_scale": "loss_scale", "good_steps": "loss_scale_good_steps"}  # legacy, V3
@@ -709,31 +709,15 @@ class GraphWriter:
         return {n: k if k.endswith(VALUE_SUFFIX) else k + VALUE_SUFFIX for n, k in keys.items()}
 
     def save(self, prefix, progress=None):
-        import tensorflow as tf
         keys = self._keys()
         for node_id, key in keys.items():
             node = self.proto.nodes[node_id]
             if not node.attributes:
                 attr = node.attributes.add()
                 attr.name, attr.full_name, attr.checkpoint_key = "VARIABLE_VALUE", self.full_names.get(node_id, ""), key
-        names, tensors = [], []
-        order = sorted(self.values, key=lambda n: keys[n])
-        for i, node_id in enumerate(order):
-            value = self.values[node_id]
-            value = np.asarray(value() if callable(value) else value)
-            names.append(keys[node_id])
-            tensors.append(tf.constant(value))
-            if progress:
-                progress(i + 1, len(order), keys[node_id])
-        if len(set(names)) != len(names):
-            raise FormatError(prefix, "two variables would share a checkpoint key: %s"
-                              % sorted({n for n in names if names.count(n) > 1})[:3])
-        names.append(GRAPH_KEY)
-        tensors.append(tf.constant(self.proto.SerializeToString(deterministic=True)))
-        try:
-            tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
-        except Exception as e:  # tf.errors.OpError
-            raise FormatError(prefix, "cannot write the checkpoint: %s" % str(e).splitlines()[0]) from e
+        items = [(keys[node_id], self.values[node_id]) for node_id in self.values]
+        items.append((GRAPH_KEY, self.proto.SerializeToString(deterministic=True)))
+        write_bundle(prefix, items, progress)
 
 
 # -- the model part ----------------------------------------------------------------------------------

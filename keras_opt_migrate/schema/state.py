@@ -6,7 +6,9 @@ may be `LazyTensor`s that read their bytes only when asked, so metadata-only com
 (`inspect`) and streaming conversions never hold the whole state in memory.
 """
 
+import contextlib
 import dataclasses
+import weakref
 import zipfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -18,11 +20,58 @@ SCHEMA_VERSION = 1
 GENERATIONS = ("v1", "v2", "experimental", "keras3", "tf1")
 
 
+class LoadStats:
+    """How many full tensors read through `LazyTensor.load()` are alive at once (see `track_loads`)."""
+
+    def __init__(self):
+        self.loads = 0
+        self.alive = self.alive_bytes = 0
+        self.peak = self.peak_bytes = 0
+        self.largest = 0
+
+    def _add(self, value, nbytes):
+        self.loads += 1
+        self.alive += 1
+        self.alive_bytes += nbytes
+        self.largest = max(self.largest, nbytes)
+        self.peak = max(self.peak, self.alive)
+        self.peak_bytes = max(self.peak_bytes, self.alive_bytes)
+        weakref.finalize(value, self._release, nbytes)
+
+    def _release(self, nbytes):
+        self.alive -= 1
+        self.alive_bytes -= nbytes
+
+    def __repr__(self):
+        return ("LoadStats(loads=%d, peak=%d tensors / %d bytes, largest=%d bytes, alive=%d)"
+                % (self.loads, self.peak, self.peak_bytes, self.largest, self.alive))
+
+
+_TRACKERS = []
+
+
+@contextlib.contextmanager
+def track_loads():
+    """Count the arrays `LazyTensor.load()` returns while they are alive.
+
+    The streaming commands promise to hold about one tensor (two for comparisons) at a time;
+    this makes that checkable without timing or RSS: `stats.peak` is the most loaded tensors
+    alive at once, `stats.peak_bytes` their bytes. Arrays are tracked until garbage-collected.
+    """
+    stats = LoadStats()
+    _TRACKERS.append(stats)
+    try:
+        yield stats
+    finally:
+        _TRACKERS.remove(stats)
+
+
 class LazyTensor:
     """A tensor whose shape and dtype are known and whose value is read on demand.
 
     `load()` returns a fresh numpy array each call (nothing is cached, so a streaming
     writer holds one tensor at a time). numpy functions accept it through `__array__`.
+    `LazyTensor.derived(source, fn)` is a tensor computed from another one when loaded.
     """
 
     __slots__ = ("shape", "dtype", "_loader", "origin")
@@ -45,7 +94,22 @@ class LazyTensor:
             raise FormatError(self.origin or "tensor", "cannot read the tensor: %s" % text) from e
         if tuple(value.shape) != self.shape:
             raise SchemaError("%s: declared shape %s but read %s" % (self.origin, self.shape, value.shape))
+        for stats in _TRACKERS:
+            stats._add(value, int(value.nbytes))
         return value
+
+    @classmethod
+    def derived(cls, source, fn, shape=None, dtype=None, origin=None):
+        """A tensor whose value is `fn(source value)`, computed only when loaded (one at a time)."""
+        shape = tensor_shape(source) if shape is None else shape
+        dtype = tensor_dtype(source) if dtype is None else dtype
+        return cls(shape, dtype, lambda: fn(materialize(source)),
+                   origin=origin or getattr(source, "origin", None))
+
+    @classmethod
+    def filled(cls, shape, dtype, value, origin=None):
+        """A constant tensor (`np.full`) made only when loaded."""
+        return cls(shape, dtype, lambda: np.full(shape, value, dtype), origin=origin)
 
     def __array__(self, dtype=None, copy=None):
         value = self.load()
