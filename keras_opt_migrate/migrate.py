@@ -19,6 +19,7 @@ from typing import Any, List, Optional
 import numpy as np
 
 from .errors import MappingError, UnknownOptimizerError
+from .formats.keras_common import LOSS_SCALE_DEFAULTS
 from .formats.mapping import canonical_config
 from .optimizers.registry import get_spec
 from .optimizers.spec import GENERATIONS, positional_layout
@@ -123,6 +124,13 @@ FLAGS_FROM_SLOTS = {
 # Formats whose optimizer state keeps a constant learning rate as a variable (v2, 2.11+ and Keras 3
 # layouts): when it is absent the run used a schedule, which these files do not store.
 LR_VARIABLE_FORMATS = ("tf_checkpoint",)
+
+# Loss-scale wrappers per generation, their config defaults (the same in Keras 2 and 3), and Keras 3
+# LossScaleOptimizer's own variables besides its scale: (dtype, value it keeps) - never updated.
+LOSS_SCALE_WRAPPERS = {"v2": "LossScaleOptimizer", "experimental": "LossScaleOptimizerV3",
+                       "keras3": "LossScaleOptimizer"}
+KERAS3_LSO_OWN = {"loss_scale_optimizer_iterations": (np.int64, 0),
+                  "loss_scale_optimizer_learning_rate": (np.float32, 0.0)}
 
 # Base keys whose non-default value changes the training trajectory when dropped.
 TRAJECTORY_KEYS = {"weight_decay", "use_ema", "gradient_accumulation_steps", "loss_scale_factor", "clipnorm",
@@ -258,12 +266,17 @@ def migrate(state, to, *, optimizer=None, config=None, partial=False):
         warnings=list(state.warnings))
     _convert_slots(state, source_spec, target, target_spec, report, refusals)
     _convert_extras(state, target, target_spec, report, refusals)
+    _convert_loss_scale(state, target, report)
     refusals.raise_if_any(state, to)
     for problem in refusals.problems:
         target.warnings.append("partial conversion: " + problem)
     _judge_continuation(state, source_spec, target, target_spec, substitute_note, report)
     _flag_recomputed_u_product(state, report)
     _note_assumptions(report)
+    if any(i.action == "zero-initialised" and i.name == "loss_scale" for i in report.items):
+        note = "the loss scale restarts at initial_scale: the weights continue alike while no scaled gradient overflows"
+        report.continuation_reason = "%s; %s" % (report.continuation_reason, note) if report.continuation_reason \
+            else note
     return target, report
 
 
@@ -589,6 +602,9 @@ def _fill_missing(spec, target, slot, shape, var):
         return LazyTensor.filled(shape, dtype, 0), "no partially accumulated gradient: the state is at an update boundary", True
     if slot == "clipping_factor":
         return LazyTensor.filled(shape, dtype, 1), "ClippyAdagrad's exported clipping factor is output only", True
+    if spec.name == "sgd" and slot == "momentum" and not target.config.get("momentum"):
+        return LazyTensor.filled(shape, dtype, 0), "momentum 0: the 2.11+ SGD keeps this slot but never reads it, " \
+                                                   "so 0 is exact", True
     if spec.name == "adafactor" and slot in ("r", "c") and tuple(shape) == ():
         return np.zeros(shape, np.int32 if target.generation == "keras3" else dtype), "placeholder", True
     if spec.name == "adam" and target.generation == "v1" and slot == "velocity_hat" and \
@@ -682,10 +698,77 @@ def _convert_extras(state, target, target_spec, report, refusals):
         target.extra["learning_rate"] = np.asarray(target.config.get("learning_rate", 0.001), np.float32)
         report.add("derived", "extra", "learning_rate", detail="from the config")
     for name, value in extras.items():
+        if name in KERAS3_LSO_OWN:
+            continue  # _convert_loss_scale
         target.extra[name] = value
         report.add("mapped", "extra", name,
                    detail="carried; written where the target format has a place for it" if name.startswith("loss_scale")
                    else "")
+
+
+# -- the loss-scale wrapper ---------------------------------------------------------------
+
+def _wrapper_of(state):
+    """(class name, config) of the state's loss-scale wrapper, or (None, {})."""
+    wrapper = state.source.get("wrapper")
+    if isinstance(wrapper, dict):
+        name, config = wrapper.get("class_name"), dict(wrapper.get("config") or {})
+    else:
+        name, config = wrapper, {}
+    if name in LOSS_SCALE_WRAPPERS.values() or "loss_scale" in state.extra:
+        return name or "LossScaleOptimizer", config
+    return None, {}
+
+
+def _convert_loss_scale(state, target, report):
+    """Carry a loss-scale wrapper: its class for the target generation, its config, Keras 3's own variables.
+
+    Readers record the wrapper in `source["wrapper"]` and its state in `extra` (`loss_scale`,
+    `loss_scale_good_steps`; Keras 3 also lists the wrapper's own, unused `iteration` and
+    `learning_rate`). The target keeps the wrapper as `source["wrapper"]` = {class_name,
+    config: {initial_scale, dynamic_growth_steps}}, which the writers lay out.
+    """
+    name, config = _wrapper_of(state)
+    own = {k: target.extra.pop(k) for k in KERAS3_LSO_OWN if k in target.extra}
+    own.update({k: state.extra[k] for k in KERAS3_LSO_OWN if k in state.extra})
+    if name is None:
+        return
+    wrapper = LOSS_SCALE_WRAPPERS.get(target.generation)
+    if wrapper is None:
+        report.add("dropped", "wrapper", name, source=name,
+                   detail="%s optimizers have no loss-scale wrapper" % target.generation)
+        for key in own:
+            report.add("dropped", "extra", key, detail="the Keras 3 LossScaleOptimizer's own unused variable")
+        return
+    settings = {}
+    for key, default in LOSS_SCALE_DEFAULTS.items():
+        if key in config:
+            settings[key] = config[key]
+        else:
+            settings[key] = default
+            report.add(ASSUMED, "config", "%s.%s" % (wrapper, key), value=default,
+                       detail="the source does not store the wrapper's config; the default %r is assumed" % default)
+    target.source["wrapper"] = {"class_name": wrapper, "config": settings}
+    report.add("renamed" if wrapper != name else "mapped", "wrapper", wrapper, source=name, target=wrapper)
+    if target.generation == "keras3":
+        for key, (dtype, value) in KERAS3_LSO_OWN.items():
+            if key in own:
+                target.extra[key] = own[key]
+                report.add("mapped", "extra", key)
+            else:
+                target.extra[key] = np.asarray(value, dtype)
+                report.add("derived", "extra", key, detail="%r: the Keras 3 LossScaleOptimizer's own variable, "
+                                                           "unused (its inner optimizer counts the steps)" % value)
+        for key, dtype, value in (("loss_scale", np.float32, settings["initial_scale"]),
+                                  ("loss_scale_good_steps", np.int64, 0)):
+            if key not in target.extra:
+                target.extra[key] = np.asarray(value, dtype)
+                report.add("zero-initialised", "extra", key,
+                           detail="%r: the source file does not store the loss scale (Keras 2 keeps it only in TF "
+                                  "checkpoints), so it restarts as it would in the source's own version" % value)
+    else:
+        for key in own:
+            report.add("dropped", "extra", key, detail="the Keras 3 LossScaleOptimizer's own unused variable")
 
 
 # -- continuation -------------------------------------------------------------------------

@@ -392,14 +392,78 @@ def optimizer_entry(state):
     raise UnknownOptimizerError("no Keras file holds %s optimizer state" % state.generation)
 
 
+ARCHIVE_SCHEDULES_MODULE = "keras.optimizers.schedules"
+# Loss-scale wrappers' config defaults (the same in tf_keras legacy, V3 and Keras 3).
+LOSS_SCALE_DEFAULTS = {"initial_scale": 2.0 ** 15, "dynamic_growth_steps": 2000}
+TF_KERAS_LSO_MODULE = "tf_keras.src.mixed_precision.loss_scale_optimizer"
+
+
+def archive_optimizer_entry(state):
+    """The serialized optimizer of a `.keras` config.json: Keras 3's, or tf_keras' for the 2.11+ generation.
+
+    tf_keras looks classes up by module in `.keras` files: `{"module": "keras.optimizers",
+    "class_name": "Adam", ..., "registered_name": None}`, schedules likewise (LAYOUTS §2.4),
+    where its `.h5` files write `Custom>Adam`.
+    """
+    entry = optimizer_entry(state)
+    if state.generation == "keras3":
+        return entry
+    if state.generation != "experimental":
+        raise UnknownOptimizerError("a .keras archive holds keras3 or experimental optimizer state, not %s"
+                                    % state.generation)
+    config = {}
+    for key, value in entry["config"].items():
+        if isinstance(value, dict) and "class_name" in value:
+            value = {"module": ARCHIVE_SCHEDULES_MODULE, "class_name": _bare(value["class_name"]),
+                     "config": dict(value.get("config") or {}), "registered_name": None}
+        config[key] = value
+    return {"module": "keras.optimizers", "class_name": _bare(entry["class_name"]), "config": config,
+            "registered_name": None}
+
+
+def loss_scale_wrapper(state):
+    """(class name, {initial_scale, dynamic_growth_steps}) of the state's loss-scale wrapper, or None.
+
+    `migrate` records the target's wrapper in `source["wrapper"]`; readers record the file's.
+    """
+    wrapper = state.source.get("wrapper")
+    name, config = (wrapper.get("class_name"), wrapper.get("config") or {}) if isinstance(wrapper, dict) \
+        else (wrapper, {})
+    if _bare(name) not in LSO_CLASSES:
+        return None
+    settings = dict(LOSS_SCALE_DEFAULTS, **{k: config[k] for k in LOSS_SCALE_DEFAULTS if k in config})
+    return _bare(name), {"initial_scale": float(settings["initial_scale"]),
+                         "dynamic_growth_steps": int(settings["dynamic_growth_steps"])}
+
+
+def wrap_optimizer_entry(state, entry):
+    """`entry` inside the loss-scale wrapper the state records, serialized as its generation's `.keras` does."""
+    wrapper = loss_scale_wrapper(state)
+    if wrapper is None:
+        return entry
+    _, settings = wrapper
+    if state.generation == "keras3":
+        return {"module": "keras.optimizers", "class_name": "LossScaleOptimizer",
+                "config": {"name": "loss_scale_optimizer", "inner_optimizer": entry, **settings},
+                "registered_name": None}
+    if state.generation == "experimental":
+        return {"module": TF_KERAS_LSO_MODULE, "class_name": "LossScaleOptimizerV3",
+                "config": {"inner_optimizer": entry, "dynamic": True, **settings},
+                "registered_name": "LossScaleOptimizerV3"}
+    raise UnknownOptimizerError("no .keras archive holds a %s loss-scale wrapper" % state.generation)
+
+
 def optimizer_arrays(state, where):
-    """[(Entry, numpy array)] of the optimizer's positional list in the state's generation.
+    """[(Entry, tensor)] of the optimizer's positional list in the state's generation.
+
+    Tensors are numpy arrays or LazyTensors (`np.asarray` / `materialize` reads one), so a
+    writer holds one at a time.
 
     The order is the generation's build order replayed over `state.variables`
     (`positional_layout`); every tensor must be present with the shape the order expects.
     """
     from ..optimizers.spec import positional_layout
-    from ..schema import materialize
+    from ..schema.state import tensor_shape
     spec = get_spec(state.optimizer)
     variables = state.variables
     layout = positional_layout(spec, state.generation, state.config, [v.shape for v in variables],
@@ -421,11 +485,10 @@ def optimizer_arrays(state, where):
         if value is None:
             missing.append(label)
             continue
-        array = materialize(value)
-        if tuple(array.shape) != tuple(entry.shape):
+        if tuple(tensor_shape(value)) != tuple(entry.shape):
             raise FormatError(where, "%s has shape %s, the %s build order of %s expects %s"
-                              % (label, tuple(array.shape), state.generation, spec.name, tuple(entry.shape)))
-        out.append((entry, array))
+                              % (label, tuple(tensor_shape(value)), state.generation, spec.name, tuple(entry.shape)))
+        out.append((entry, value))  # a LazyTensor stays lazy: writers load one tensor at a time
     if missing:
         raise FormatError(where, "%d of %d %s %s optimizer variables are not in the state: %s"
                           % (len(missing), len(layout), state.generation, spec.name, ", ".join(missing[:5])))

@@ -271,6 +271,114 @@ def keras3_model_config(model_config, where, keras_version=None):
                              "models, not subclassed ones)" % class_name)
 
 
+# -- Keras 2 configs in tf_keras' `.keras` form ---------------------------------------------
+
+# The tf_keras release whose `.keras` layout the writer reproduces and is tested against.
+TF_KERAS_VERSION = "2.21.0"
+KERAS2_FUNCTIONAL_MODULE = "tf_keras.src.engine.functional"
+_KERAS2_OBJECT_MODULES = {"loss": "keras.losses", "metrics": "keras.metrics"}
+
+
+def _keras2_nested(value, key):
+    """Initializers, regularizers, constraints without a module (Keras 2.12 writes none) get theirs;
+    anything else (dtype policies, ...) is left as tf_keras reads it."""
+    module = next((m for suffix, m in _MODULE_BY_SUFFIX.items() if key.endswith(suffix)), None)
+    if not (module and isinstance(value, dict) and "class_name" in value) or value.get("module"):
+        return value
+    return dict(value, module=module, registered_name=value.get("registered_name"))
+
+
+def _keras2_layer(layer, where):
+    class_name = bare(layer.get("class_name"))
+    name = layer.get("name") or (layer.get("config") or {}).get("name")
+    if class_name in MODEL_CLASSES:
+        raise FormatError(where, "layer %r is a nested %s model; writing nested models to a .keras archive is not "
+                                 "supported" % (name, class_name))
+    out = dict(layer)
+    cfg = out.get("config")
+    if isinstance(cfg, dict):
+        out["config"] = {k: _keras2_nested(v, k) for k, v in cfg.items()}
+    custom = ">" in str(layer.get("class_name"))  # a registered class: found by its registered name
+    out.setdefault("module", None if custom else KERAS3_LAYERS_MODULE)
+    out.setdefault("registered_name", layer.get("class_name") if custom else None)
+    return out
+
+
+def _first_batch_shape(layers):
+    for layer in layers:
+        cfg = layer.get("config") or {}
+        shape = cfg.get("batch_input_shape", cfg.get("batch_shape"))
+        if shape is not None:
+            return list(shape)
+    return None
+
+
+def keras2_archive_model_config(model_config, where, keras_version=None):
+    """The form tf_keras 2.21 writes a Keras 2 Functional / Sequential config in `.keras` archives.
+
+    Keras 2 `.h5` files and SavedModels serialize the model without `module` fields (the
+    "legacy" form); tf_keras' `.keras` loader looks every class up by module, so each layer
+    gets `keras.layers` (registered custom classes keep their registered name), nested
+    initializers etc. their module, and the model tf_keras' Functional module and a
+    `build_config`. Layer configs are otherwise kept as they are: both sides are Keras 2.
+    """
+    if not isinstance(model_config, dict) or not isinstance(model_config.get("config"), dict):
+        raise FormatError(where, "the model config is not a JSON object with a config")
+    if is_keras3_config(model_config, keras_version):
+        raise FormatError(where, "the source model's config is Keras 3's, which tf_keras cannot load; write the "
+                                 "Keras 3 .keras flavour instead (generation keras3)")
+    class_name = bare(model_config.get("class_name"))
+    config = copy.deepcopy(model_config["config"])
+    layers = config.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(l, dict) for l in layers):
+        raise FormatError(where, "the model config has no list of layers (class %s)" % class_name)
+    config["layers"] = [_keras2_layer(l, where) for l in layers]
+    shape = _first_batch_shape(layers)
+    if class_name in ("Functional", "Model") and "input_layers" in config:
+        inputs = config.get("input_layers") or []
+        out = {"module": KERAS2_FUNCTIONAL_MODULE, "class_name": "Functional", "config": config,
+               "registered_name": "Functional"}
+        if len(inputs) == 1 or (inputs and not isinstance(inputs[0], list)):
+            out["build_config"] = {"input_shape": shape}
+        return out
+    if class_name == "Sequential":
+        if shape is None:
+            raise FormatError(where, "the Sequential model has no input shape; tf_keras could not build it to load "
+                                     "weights")
+        return {"module": "keras", "class_name": "Sequential", "config": config, "registered_name": None,
+                "build_config": {"input_shape": shape}}
+    raise FormatError(where, "model class %s cannot be written to a .keras archive (only Functional and Sequential "
+                             "models, not subclassed ones)" % class_name)
+
+
+def _keras2_object(value, module):
+    if isinstance(value, dict) and "class_name" in value:
+        out = _keras3_object(value)
+        out["module"] = out.get("module") or module
+        return out
+    if isinstance(value, list):
+        return [_keras2_object(v, module) for v in value]
+    if isinstance(value, dict):
+        return {k: _keras2_object(v, module) for k, v in value.items()}
+    return value
+
+
+def keras2_compile_config(training_config, optimizer_entry):
+    """tf_keras `.keras` `compile_config` from a Keras 2 `training_config` (or a tf_keras compile_config)."""
+    training = dict(training_config or {})
+    return {"optimizer": optimizer_entry, "loss": _keras2_object(training.get("loss"), _KERAS2_OBJECT_MODULES["loss"]),
+            "metrics": _keras2_object(training.get("metrics"), _KERAS2_OBJECT_MODULES["metrics"]),
+            "loss_weights": training.get("loss_weights"),
+            "weighted_metrics": _keras2_object(training.get("weighted_metrics"), _KERAS2_OBJECT_MODULES["metrics"]),
+            "run_eagerly": training.get("run_eagerly"), "steps_per_execution": training.get("steps_per_execution"),
+            "jit_compile": training.get("jit_compile")}
+
+
+def archive_layer_groups(model_config):
+    """[(group name under `layers/`, layer name, class name)]: Keras 3's and tf_keras' `.keras` naming alike."""
+    return keras3_layer_groups(model_config)
+
+
 def keras3_layer_groups(config3):
     """[(group name under `layers/`, layer name, class name)] in Keras 3's `model.layers` order.
 
