@@ -427,7 +427,8 @@ def _to_tensor(value):
             from tensorflow.python.framework import ops
             ctx = context.context()
             ctx.ensure_initialized()
-            return ops.EagerTensor(np.ascontiguousarray(value), ctx.device_name, None)
+            # np.require keeps a 0-d array 0-d (np.ascontiguousarray makes it shape (1,))
+            return ops.EagerTensor(np.require(value, requirements="C"), ctx.device_name, None)
         except (ImportError, AttributeError, TypeError):  # a TensorFlow without this internal path
             pass
     return tf.constant(value)
