@@ -220,7 +220,8 @@ def read_model_payload(path):
             names = kc.str_list_attr(group, "weight_names", path)
             info = configs.get(layer_name)
             for wn, trainable in zip(names, _weight_flags(info, names, warnings)):
-                weights.append((strip_device_suffix(wn), np.asarray(kc.h5_node(group, wn, path, h5py.Dataset)[()]),
+                ds = kc.h5_node(group, wn, path, h5py.Dataset)
+                weights.append((strip_device_suffix(wn), kc.lazy_dataset(ds, lambda: kc.open_h5(path), path, ds.name),
                                 trainable))
             layers.append({"name": layer_name, "class_name": info.class_name if info else None, "weights": names})
     return ModelPayload(weights, config=model_config, keras_version=keras_version, source_format="keras_h5",
