@@ -65,3 +65,15 @@ def update(var, m, u, grad, lr, iterations, beta_1, beta_2, epsilon):
         m.assign_add((grad - m) * (1 - beta_1))
         u.assign(tf.maximum(beta_2 * u, tf.abs(grad)))
     var.assign_sub((lr * m) / ((1 - beta_1_power) * (u + epsilon)))
+
+
+def fused_update(var, m, u, grad, lr, iterations, beta_1, beta_2, epsilon):
+    """The 2.11+ Adamax step of `update` (dense gradient) in one pass of TF's fused
+    `ResourceApplyAdaMax` (the same rule: var -= lr / (1 - beta_1^t) * m / (u + epsilon));
+    only the rounding differs."""
+    dtype = var.dtype
+    beta_1_t = tf.cast(beta_1, dtype)
+    beta_1_power = tf.pow(beta_1_t, tf.cast(iterations + 1, dtype))
+    return tf.raw_ops.ResourceApplyAdaMax(var=var.handle, m=m.handle, v=u.handle, beta1_power=beta_1_power, lr=lr,
+                                          beta1=beta_1_t, beta2=tf.cast(beta_2, dtype),
+                                          epsilon=tf.cast(epsilon, dtype), grad=grad)

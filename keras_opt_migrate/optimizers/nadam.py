@@ -107,9 +107,8 @@ def v2_apply_sparse(var, m, v, grad, indices, c, use_locking=True):
     return tf.group(var_update, m_t_bar, v_t)
 
 
-def update(var, m, v, grad, lr, iterations, beta_1, beta_2, epsilon, u_product_t):
-    """2.11+ Nadam step, given the schedule product for this step (see `NadamSchedule`)."""
-    dtype = var.dtype
+def schedule(iterations, beta_1, beta_2, dtype):
+    """The 2.11+ step's (u_t, u_t_1, beta_1, beta_2, beta_2_power), beta_1 / beta_2 cast to `dtype`."""
     local_step = tf.cast(iterations + 1, dtype)
     next_step = tf.cast(iterations + 2, dtype)
     decay = tf.cast(0.96, dtype)
@@ -117,9 +116,12 @@ def update(var, m, v, grad, lr, iterations, beta_1, beta_2, epsilon, u_product_t
     beta_2 = tf.cast(beta_2, dtype)
     u_t = beta_1 * (1.0 - 0.5 * (tf.pow(decay, local_step)))
     u_t_1 = beta_1 * (1.0 - 0.5 * (tf.pow(decay, next_step)))
-    u_product_t = u_product_t(u_t)
+    return u_t, u_t_1, beta_1, beta_2, tf.pow(beta_2, local_step)
+
+
+def apply_step(var, m, v, grad, lr, beta_1, beta_2, epsilon, u_t, u_t_1, u_product_t, beta_2_power):
+    """The 2.11+ Nadam slot and variable update, given the step's schedule values."""
     u_product_t_1 = u_product_t * u_t_1
-    beta_2_power = tf.pow(beta_2, local_step)
     if isinstance(grad, tf.IndexedSlices):
         m.assign_add(-m * (1 - beta_1))
         m.scatter_add(tf.IndexedSlices(grad.values * (1 - beta_1), grad.indices))
@@ -131,3 +133,10 @@ def update(var, m, v, grad, lr, iterations, beta_1, beta_2, epsilon, u_product_t
     m_hat = u_t_1 * m / (1 - u_product_t_1) + (1 - u_t) * grad / (1 - u_product_t)
     v_hat = v / (1 - beta_2_power)
     var.assign_sub((m_hat * lr) / (tf.sqrt(v_hat) + epsilon))
+
+
+def update(var, m, v, grad, lr, iterations, beta_1, beta_2, epsilon, u_product_t):
+    """2.11+ Nadam step, given the function that advances the schedule product (see the
+    2.11+ `Nadam._u_product_for_step`)."""
+    u_t, u_t_1, beta_1, beta_2, beta_2_power = schedule(iterations, beta_1, beta_2, var.dtype)
+    apply_step(var, m, v, grad, lr, beta_1, beta_2, epsilon, u_t, u_t_1, u_product_t(u_t), beta_2_power)

@@ -147,8 +147,10 @@ def test_experimental_checkpoint_interop(tmp_path, name, kwargs, ours_writes, pr
             reader.build(m2.trainable_variables)
         for a, b in zip(_state(writer) + [writer._u_product.numpy()], _state(reader) + [reader._u_product.numpy()]):
             np.testing.assert_array_equal(a, b)
+    # Our default (fast) update path rounds differently from tf_keras' ops: the continuation
+    # is compared within 1e-6 (tests/optimizers/test_experimental_parity.py checks both paths).
     for a, b in zip(m.get_weights(), m2.get_weights()):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
 def test_experimental_checkpoint_keys_equal_reference(tmp_path):
