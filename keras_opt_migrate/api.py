@@ -239,15 +239,29 @@ def _drop_unwritable(fmt, target, report):
             target.warnings.append("dropped %s: %s" % (name, why))
 
 
-def upgrade(src, dst, **options):
-    """Convert to the newest target that fits the source: Keras 3, as `.keras` for full-model files.
+FULL_MODEL_FORMATS = ("keras_h5", "keras_archive", "savedmodel")
 
-    Full-model files (`.h5`, `.keras`, SavedModel) become a Keras 3 `.keras` archive, TF
-    checkpoints the Keras 3 checkpoint layout, `.weights.h5` a Keras 3 `.weights.h5`.
+
+def upgrade(src, dst, **options):
+    """Convert to the newest target that fits the source: Keras 3.
+
+    Full-model files (`.h5`, `.keras`, SavedModel) become a Keras 3 `.keras` archive when the
+    output is named `*.keras` (their model config is translated to Keras 3; a model that has
+    no Keras 3 form is refused, naming the layer and the alternative), and the Keras 3 TF
+    checkpoint layout otherwise (`tf.train.Checkpoint(model=..., optimizer=...)` restores it
+    into a Keras 3 model built in code). TF checkpoints become the Keras 3 checkpoint layout,
+    `.weights.h5` a Keras 3 `.weights.h5`.
     """
+    from .formats.keras_model import UntranslatableModelError
     source = formats.detect(src)
-    if source.name in ("keras_h5", "keras_archive", "savedmodel") and not str(dst).endswith(".keras"):
-        raise FormatError(dst, "upgrading a full-model file writes a Keras 3 .keras archive; name the output "
-                               "*.keras")
-    fmt = "keras_archive" if source.name in ("keras_h5", "keras_archive", "savedmodel") else None
-    return convert(src, dst, "keras3", format=options.pop("format", None) or fmt, **options)
+    fmt = options.pop("format", None)
+    if fmt is None and source.name in FULL_MODEL_FORMATS:
+        fmt = "keras_archive" if str(dst).lower().endswith(".keras") else "tf_checkpoint"
+    try:
+        return convert(src, dst, "keras3", format=fmt, **options)
+    except UntranslatableModelError as e:
+        stem = os.path.splitext(str(dst))[0]
+        raise FormatError(src, "%s; the optimizer state can still be upgraded to the Keras 3 TF checkpoint layout: "
+                               "name the output without .keras (e.g. %s.ckpt), then build the model in Keras 3 and "
+                               "restore it with tf.train.Checkpoint(model=model, optimizer=optimizer).restore(...)"
+                          % (e.problem, stem)) from e

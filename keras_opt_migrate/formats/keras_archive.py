@@ -15,6 +15,7 @@ zip by h5py without extracting anything. No Keras object is deserialized.
 """
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -24,13 +25,12 @@ import h5py
 import numpy as np
 
 from ..errors import FormatError, KerasOptMigrateError, MappingError, UnsupportedFormatError
-from ..schema import OptimizerState, VariableSpec
+from ..schema import OptimizerState, VariableSpec, materialize
 from . import keras_common as kc
 from . import keras_model as km
 from .base import MAX_JSON_BYTES, Format, ModelPayload, is_hdf5, is_zip
 from .hdf5 import KERAS3_LSO_VARIABLES, create_dataset, report_missing
 from .mapping import attach_positional
-from .zip_container import MemberFile, StreamedArchive, check_member_crc, stored_data_offset
 from ..optimizers.spec import LAYOUT_FLAGS, positional_layout
 
 CONFIG = "config.json"
@@ -101,24 +101,12 @@ def _json_member(z, name, path):
 
 
 @contextlib.contextmanager
-def open_weights(path, check_crc=False):
-    """h5py.File of the archive's model.weights.h5, read straight from the zip.
-
-    A stored member is read in place (zipfile's member file re-reads from the start on every
-    backward seek), a compressed one through zipfile. `check_crc`: check a stored member's
-    CRC-32 first (once per file and process); the readers ask for it before reading tensors.
-    """
+def open_weights(path):
+    """h5py.File of the archive's model.weights.h5, read straight from the zip."""
     with open_archive(path) as z:
         info = _member(z, WEIGHTS, path, MAX_WEIGHTS_BYTES)
         try:
-            if info.compress_type == zipfile.ZIP_STORED:
-                start = stored_data_offset(path, info)
-                if check_crc:
-                    check_member_crc(path, info, start)
-                raw = MemberFile(path, start, info.file_size)
-            else:
-                raw = z.open(info)
-            with raw:
+            with z.open(info) as raw:
                 with h5py.File(raw, "r") as f:
                     yield f
         except (zipfile.BadZipFile, EOFError) as e:
@@ -221,7 +209,7 @@ def variables_from_config(f, layers, path, warnings, prefix=None):
     return out
 
 
-def model_payload(f, model_config, path, keras_version, opener=None):
+def model_payload(f, model_config, path, keras_version):
     """ModelPayload of an archive: every layer's variables (trainable or not) in config order."""
     layers = kc.model_layers(model_config, path)
     prefix, assigned = assign_groups(f, layers, path)
@@ -242,8 +230,7 @@ def model_payload(f, model_config, path, keras_version, opener=None):
                                 % (layer.name, layer.class_name))
             named = [("%s/vars/%d" % (layer.name, k), layer.trainable) for k in range(len(datasets))]
         for (name, trainable), ds in zip(named, datasets):
-            value = kc.lazy_dataset(ds, opener, path, ds.name) if opener else np.asarray(ds[()])
-            weights.append((name, value, trainable))
+            weights.append((name, np.asarray(ds[()]), trainable))
         described.append({"name": layer.name, "class_name": kc._bare(layer.class_name),
                           "weights": ["%s:0" % n for n, _ in named]})
     return ModelPayload(weights, config=model_config, keras_version=keras_version, source_format="keras_archive",
@@ -403,11 +390,19 @@ def read_weights_file(f, path, info, variables, opener, prefix, warnings, given_
 # -- the adapters ------------------------------------------------------------------------
 
 class KerasArchiveFormat(Format):
+    """`.keras` archives: read from every Keras that writes them; written in two flavours.
+
+    The target generation decides the flavour: `keras3` writes what Keras 3.15 saves (loaded
+    by `keras.models.load_model`), `experimental` what tf_keras 2.21 saves for a 2.11+
+    optimizer (loaded by `tf_keras.models.load_model`). tf_keras saves no legacy (v2)
+    optimizer state in `.keras` files (LAYOUTS §1.4), so there is no v2 flavour.
+    """
+
     name = "keras_archive"
     description = "Keras .keras zip archive (config.json, metadata.json, model.weights.h5)"
     can_write = True
     needs_model = True
-    generations = ("keras3",)
+    generations = ("keras3", "experimental")
     extensions = (".keras",)
 
     def read_model(self, path):
@@ -416,28 +411,35 @@ class KerasArchiveFormat(Format):
             metadata = _json_member(z, METADATA, path) if METADATA in z.namelist() else {}
             model_config = _json_member(z, CONFIG, path)
         with open_weights(path) as f:
-            payload = model_payload(f, model_config, path, metadata.get("keras_version"),
-                                    opener=lambda: open_weights(path, check_crc=True))
+            payload = model_payload(f, model_config, path, metadata.get("keras_version"))
         payload.extra["training_config"] = model_config.get("compile_config")
         return payload
 
     def unwritable(self, state):
+        if state.generation == "experimental":
+            return _tf_keras_unwritable(state)
         return _keras3_unwritable(state)
 
     def write(self, state, path, model=None, progress=None, **options):
-        """Config, metadata and model.weights.h5 of a Keras 3 archive that `keras.models.load_model` restores."""
+        """Config, metadata and model.weights.h5 that the target generation's `load_model` restores:
+        Keras 3's for `keras3`, tf_keras 2.21's for `experimental`."""
         path = str(path)
-        if state.generation != "keras3":
-            raise FormatError(path, "the .keras writer lays out Keras 3 state, not %s" % state.generation)
-        config3 = _keras3_config(model, path)
-        # model.weights.h5 is written in place, one tensor at a time, then the zip is built around it
-        archive = StreamedArchive(path, WEIGHTS, date_time=ZIP_DATE, external_attr=ZIP_MODE)
-        with h5py.File(path, "w", userblock_size=archive.userblock) as f:
-            entry = write_keras3_weights(f, state, model, config3, path, progress)
-        source_compile = (model.extra or {}).get("training_config")
-        config3["compile_config"] = km.keras3_compile_config(source_compile, entry)
-        metadata = {"keras_version": km.KERAS3_VERSION}
-        archive.finish({CONFIG: json.dumps(config3).encode("utf8"), METADATA: json.dumps(metadata).encode("utf8")})
+        if state.generation == "keras3":
+            config, version, compile_config = _keras3_config(model, path), km.KERAS3_VERSION, km.keras3_compile_config
+        elif state.generation == "experimental":
+            config, version = _keras2_config(model, path), km.TF_KERAS_VERSION
+            compile_config = km.keras2_compile_config
+        else:
+            raise FormatError(path, "a .keras archive holds keras3 or experimental (tf_keras 2.11+) optimizer state, "
+                                    "not %s: tf_keras does not save legacy optimizers in .keras files; write a .h5 or "
+                                    "a TF checkpoint" % state.generation)
+        holder = {}
+        weights = _h5_bytes(lambda f: holder.setdefault(
+            "entry", write_archive_weights(f, state, model, config, path, progress)))
+        config["compile_config"] = compile_config((model.extra or {}).get("training_config"), holder["entry"])
+        metadata = {"keras_version": version}
+        write_zip(path, {CONFIG: json.dumps(config).encode("utf8"), METADATA: json.dumps(metadata).encode("utf8"),
+                         WEIGHTS: weights})
 
     def validate(self, path):
         if not is_zip(path):
@@ -473,8 +475,7 @@ class KerasArchiveFormat(Format):
             with open_weights(path) as f:
                 found = variables_from_config(f, layers, path, warnings)
                 found = _apply_hint(found, variables, warnings)
-                opener = lambda: open_weights(path, check_crc=True)  # noqa: E731
-                state = read_weights_file(f, path, info, found, opener, WEIGHTS + ":", warnings)
+                state = read_weights_file(f, path, info, found, lambda: open_weights(path), WEIGHTS + ":", warnings)
         except MappingError as e:
             raise FormatError(path, str(e)) from e
         except (OSError, KeyError, ValueError, TypeError) as e:
@@ -505,7 +506,7 @@ class KerasWeightsFormat(Format):
                     datasets, recorded = _layer_vars(group, path)
                     offsets = [o for o in (ds.id.get_offset() for ds in datasets) if o is not None]
                     groups.append((min(offsets, default=float("inf")), name, recorded,
-                                   [kc.lazy_dataset(ds, lambda: kc.open_h5(path), path, ds.name) for ds in datasets]))
+                                   [np.asarray(ds[()]) for ds in datasets]))
             # storage order is build order (what `variables_without_config` infers); keep it when rewriting
             groups = [g[1:] for g in sorted(groups, key=lambda g: (g[0], g[1]))]
             found = variables_without_config(f, path, [])
@@ -539,7 +540,7 @@ class KerasWeightsFormat(Format):
             raise FormatError(path, "writing a .weights.h5 needs the source model's weights")
         with h5py.File(path, "w") as f:
             if config3 is not None:
-                write_keras3_weights(f, state, model, config3, path, progress)
+                write_archive_weights(f, state, model, config3, path, progress)
             else:
                 _copy_weights_groups(f, state, model, path, progress)
 
@@ -590,14 +591,7 @@ def _copy_weights_groups(f, state, model, where, progress):
         for k in range(len(layer["weights"])):
             create_dataset(vars_group, str(k), model.weights[i][1])
             i += 1
-    entry = kc.optimizer_entry(state)
-    optimizer = f.create_group("optimizer").create_group("vars")
-    optimizer.attrs["name"] = entry["config"]["name"]
-    entries = kc.optimizer_arrays(state, where)
-    for i, (_, array) in enumerate(entries):
-        create_dataset(optimizer, str(i), array)
-        if progress:
-            progress(i + 1, len(entries), "optimizer/vars/%d" % i)
+    write_optimizer_groups(f, state, kc.optimizer_arrays(state, where), where, progress)
 
 
 def _ordered_trainable(model):
@@ -634,10 +628,28 @@ ZIP_MODE = 0o600 << 16  # what Keras writes
 
 def _keras3_unwritable(state):
     out = {}
+    if kc.loss_scale_wrapper(state) is None:
+        for name in state.extra:
+            if name.startswith("loss_scale"):
+                out[name] = ("the state records no loss-scale wrapper to write it in; the loss scale restarts at "
+                             "initial_scale", True)
+    return out
+
+
+def _tf_keras_unwritable(state):
+    """What tf_keras 2.21's `.keras` files do not keep: it saves `optimizer.variables` only (LAYOUTS §2.1, §2.5)."""
+    out = {}
+    if "learning_rate" in state.extra:
+        out["learning_rate"] = ("the 2.11+ optimizer keeps its learning rate in the config (which holds the same "
+                                "value), not in optimizer.variables", False)
+    if "current_learning_rate" in state.extra:
+        out["current_learning_rate"] = ("the schedule in the config recomputes it from iterations", False)
+    if "u_product" in state.extra:
+        out["u_product"] = ("the 2.11+ Nadam's _u_product is not in optimizer.variables, so .keras files lack it "
+                            "and loading restarts it at 1.0 (LAYOUTS §2.1)", True)
     for name in state.extra:
         if name.startswith("loss_scale"):
-            out[name] = ("writing a Keras 3 LossScaleOptimizer is not supported; the loss scale restarts at "
-                         "initial_scale", True)
+            out[name] = ("tf_keras keeps the loss scale only in TF checkpoints; it restarts at initial_scale", True)
     return out
 
 
@@ -654,36 +666,117 @@ def _layer_arrays(model, where):
     return out
 
 
-def write_keras3_weights(f, state, model, config3, where, progress=None):
-    """Fill an open HDF5 file with the Keras 3 weights layout: layers/*/vars, optimizer/vars, vars."""
+def write_archive_weights(f, state, model, config, where, progress=None):
+    """Fill an open HDF5 file with a `.keras` weights layout: layers/*/vars, optimizer/vars, vars.
+
+    `config` is the model config in the target's form (Keras 3, or tf_keras' for the 2.11+
+    generation); layer groups are named as that Keras names them (`archive_layer_groups`).
+    Keras 3 records each layer's name on its `vars` group, tf_keras does not. Returns the
+    serialized optimizer (inside its loss-scale wrapper, when the state has one).
+    """
     kc.payload_trainable(model, state, where)
     entries = kc.optimizer_arrays(state, where)
     arrays = _layer_arrays(model, where)
+    keras3 = state.generation == "keras3"
     layers = f.create_group("layers")
-    for group_name, layer_name, _ in km.keras3_layer_groups(config3):
+    for group_name, layer_name, _ in km.archive_layer_groups(config):
         vars_group = layers.create_group(group_name).create_group("vars")
-        vars_group.attrs["name"] = layer_name
+        if keras3:
+            vars_group.attrs["name"] = layer_name
         for k, array in enumerate(arrays.pop(layer_name, [])):
             create_dataset(vars_group, str(k), array)
     leftover = [name for name, values in arrays.items() if values]
     if leftover:
         raise FormatError(where, "the model config has no layer %s, which holds weights" % ", ".join(leftover))
-    entry = kc.optimizer_entry(state)
-    optimizer = f.create_group("optimizer").create_group("vars")
-    optimizer.attrs["name"] = entry["config"]["name"]
-    for i, (_, array) in enumerate(entries):
-        create_dataset(optimizer, str(i), array)
-        if progress:
-            progress(i + 1, len(entries), "optimizer/vars/%d" % i)
-    f.create_group("vars").attrs["name"] = config3["config"].get("name") or "functional"
+    entry = write_optimizer_groups(f, state, entries, where, progress)
+    root = f.create_group("vars")
+    if keras3:
+        root.attrs["name"] = config["config"].get("name") or "functional"
     return entry
+
+
+def write_optimizer_groups(f, state, entries, where, progress=None):
+    """`optimizer/vars` (and a loss-scale wrapper's `optimizer/inner_optimizer/vars`); returns the serialized optimizer.
+
+    Keras 3's LossScaleOptimizer lists its own iteration, learning_rate, step_counter and
+    dynamic_scale, then its inner optimizer's variables; tf_keras' LossScaleOptimizerV3 lists
+    the inner optimizer's only. Both save the inner optimizer's list a second time as
+    `inner_optimizer` (LAYOUTS §2.5, §3.2).
+    """
+    inner = kc.archive_optimizer_entry(state)
+    entry = kc.wrap_optimizer_entry(state, inner)
+    keras3 = state.generation == "keras3"
+    arrays = [("optimizer/vars/%d" % i, array) for i, (_, array) in enumerate(entries)]
+    groups = [("optimizer/vars", entry, arrays)]
+    if entry is not inner:
+        if keras3:
+            arrays = [("optimizer/vars/%d" % i, array) for i, array in enumerate(
+                [a for _, a in _keras3_lso_arrays(state, where)] + [a for _, a in entries])]
+            groups = [("optimizer/vars", entry, arrays)]
+        groups.append(("optimizer/inner_optimizer/vars", inner,
+                       [("optimizer/inner_optimizer/vars/%d" % i, a) for i, (_, a) in enumerate(entries)]))
+    total, done = sum(len(g[2]) for g in groups), 0
+    for group_path, group_entry, items in groups:
+        group = f.require_group(group_path)
+        if keras3:
+            group.attrs["name"] = group_entry["config"]["name"]
+        for label, array in items:
+            create_dataset(group, label.rsplit("/", 1)[1], array)
+            done += 1
+            if progress:
+                progress(done, total, label)
+    return entry
+
+
+def _keras3_lso_arrays(state, where):
+    """[(name, array)] of Keras 3 LossScaleOptimizer's own variables, in its build order."""
+    dtypes = {"iteration": np.int64, "learning_rate": np.float32, "step_counter": np.int64,
+              "dynamic_scale": np.float32}
+    out, missing = [], []
+    for name, canonical in KERAS3_LSO_VARIABLES:
+        if canonical not in state.extra:
+            missing.append(canonical)
+            continue
+        array = np.asarray(materialize(state.extra[canonical]))
+        if array.shape != ():
+            raise FormatError(where, "%s (the LossScaleOptimizer's %s) should be a scalar, has shape %s"
+                              % (canonical, name, array.shape))
+        out.append((name, array.astype(dtypes[name], copy=False)))
+    if missing:
+        raise FormatError(where, "a Keras 3 LossScaleOptimizer needs %s, which the state does not hold"
+                          % ", ".join(missing))
+    return out
+
+
+def _h5_bytes(fill):
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        fill(f)
+    return buffer.getvalue()
+
+
+def write_zip(path, members):
+    """A stored (uncompressed) zip with sorted members and fixed timestamps."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = ZIP_MODE
+            z.writestr(info, members[name])
+
+
+def _keras2_config(model, where):
+    if model is None or not isinstance(model.config, dict):
+        raise FormatError(where, "writing a .keras archive needs the source's model config; the source (%s) has none"
+                          % (model.source_format if model else "no model"))
+    return km.keras2_archive_model_config(model.config, model.source_path or where, model.keras_version)
 
 
 def _keras3_config(model, where):
     if model is None or not isinstance(model.config, dict):
         raise FormatError(where, "writing a .keras archive needs the source's model config; the source (%s) has none"
                           % (model.source_format if model else "no model"))
-    return km.keras3_model_config(model.config, where, model.keras_version)
+    return km.keras3_model_config(model.config, model.source_path or where, model.keras_version)
 
 
 class _NoDataset:

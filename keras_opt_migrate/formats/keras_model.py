@@ -17,6 +17,10 @@ import math
 
 from ..errors import FormatError
 
+class UntranslatableModelError(FormatError):
+    """The model config has no known Keras 3 form (a layer class, a nested or subclassed model)."""
+
+
 # The Keras 3 release whose `.keras` layout the writers reproduce and are tested against.
 KERAS3_VERSION = "3.15.1"
 KERAS3_LAYERS_MODULE = "keras.layers"
@@ -100,7 +104,7 @@ def output_shape(class_name, config, inputs, where):
         k, s, d = (_pair(config.get(n, 1), rank) for n in ("kernel_size", "strides", "dilation_rate"))
         dims = [_conv_out(n, k[i], s[i], d[i], config.get("padding", "valid")) for i, n in enumerate(spatial)]
         return [x[0], config["filters"]] + dims if first else [x[0]] + dims + [config["filters"]]
-    raise FormatError(where, "cannot translate layer class %s to Keras 3" % class_name)
+    raise UntranslatableModelError(where, "cannot translate layer class %s to Keras 3" % class_name)
 
 
 # -- Keras 2 -> Keras 3 config translation ------------------------------------------------
@@ -144,8 +148,8 @@ def _layer_config(class_name, config, where, layer_name):
         config["dtype"] = _keras3_dtype(config.get("dtype"))
     if class_name == "BatchNormalization" and isinstance(config.get("axis"), list):
         if len(config["axis"]) != 1:
-            raise FormatError(where, "layer %r: BatchNormalization over several axes %s has no Keras 3 form"
-                              % (layer_name, config["axis"]))
+            raise UntranslatableModelError(where, "layer %r: BatchNormalization over several axes %s has no "
+                                                  "Keras 3 form" % (layer_name, config["axis"]))
         config["axis"] = config["axis"][0]
     return config
 
@@ -166,11 +170,11 @@ def _check_supported(layer, where):
     class_name = bare(layer.get("class_name"))
     name = layer.get("name") or (layer.get("config") or {}).get("name")
     if class_name in MODEL_CLASSES:
-        raise FormatError(where, "layer %r is a nested %s model; converting nested models to Keras 3 is not "
-                                 "supported" % (name, class_name))
+        raise UntranslatableModelError(where, "layer %r is a nested %s model; converting nested models to Keras 3 "
+                                              "is not supported" % (name, class_name))
     if class_name not in SUPPORTED_LAYERS:
-        raise FormatError(where, "layer %r of class %s cannot be translated to Keras 3 (supported: %s)"
-                          % (name, class_name, ", ".join(SUPPORTED_LAYERS)))
+        raise UntranslatableModelError(where, "layer %r of class %s cannot be translated to Keras 3 (supported: %s)"
+                                       % (name, class_name, ", ".join(SUPPORTED_LAYERS)))
     return class_name, name
 
 
@@ -245,7 +249,8 @@ def _translate_sequential(config, where):
             shape = output_shape(class_name, cfg, [shape], where)
         layers.append(entry)
     if not layers or layers[0]["class_name"] != "InputLayer":
-        raise FormatError(where, "the Sequential model has no input shape; Keras 3 could not build it to load weights")
+        raise UntranslatableModelError(where, "the Sequential model has no input shape; Keras 3 could not build it "
+                                              "to load weights")
     return {"name": config.get("name"), "trainable": config.get("trainable", True),
             "dtype": _keras3_dtype(None), "layers": layers}
 
@@ -267,8 +272,8 @@ def keras3_model_config(model_config, where, keras_version=None):
         first = inner["layers"][0]["config"]["batch_shape"]
         return {"module": "keras", "class_name": "Sequential", "config": inner, "registered_name": None,
                 "build_config": {"input_shape": first}}
-    raise FormatError(where, "model class %s cannot be translated to Keras 3 (only Functional and Sequential "
-                             "models, not subclassed ones)" % class_name)
+    raise UntranslatableModelError(where, "model class %s cannot be translated to Keras 3 (only Functional and "
+                                          "Sequential models, not subclassed ones)" % class_name)
 
 
 # -- Keras 2 configs in tf_keras' `.keras` form ---------------------------------------------

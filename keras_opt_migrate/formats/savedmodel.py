@@ -29,6 +29,13 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 # SavedMetadata: field 1 = repeated SavedObject; SavedObject: 3 node_path, 4 identifier, 5 metadata.
 NODES_FIELD, PATH_FIELD, IDENTIFIER_FIELD, METADATA_FIELD = 1, 3, 4, 5
 WRAPPER_CLASSES = ("LossScaleOptimizer", "LossScaleOptimizerV3")
+# Where the state of a SavedModel goes in another generation (the graph pins the optimizer's, see write()).
+OTHER_GENERATION_ROUTES = {
+    "experimental": "a tf_keras .keras archive (an output named *.keras; tf_keras.models.load_model restores the "
+                    "model and the optimizer) or a TF checkpoint (*.ckpt; model.load_weights restores it)",
+    "v2": "a .h5 (tf_keras.models.load_model restores the model and the optimizer) or a TF checkpoint (*.ckpt; "
+          "model.load_weights restores it)",
+}
 
 
 class SavedModelFormat(Format):
@@ -36,10 +43,15 @@ class SavedModelFormat(Format):
 
     The writer copies the source SavedModel verbatim (graph, assets, `keras_metadata.pb`) and
     rewrites only `variables/variables`: every model (and metric) tensor and the object graph
-    are kept, the optimizer's subtree is replaced by the target generation's layout (v2 or
-    2.11+; a SavedModel is Keras 2's format) of the same generation as the source's: the graph in
-    `saved_model.pb` describes that optimizer, and tf_keras `load_model` refuses a bundle whose
-    optimizer objects differ from it. For another generation, write a TF checkpoint.
+    are kept, the optimizer's subtree is replaced by the target's layout, which must be of the
+    source's generation (v2 or 2.11+; a SavedModel is Keras 2's format). `saved_model.pb`
+    describes that optimizer twice: as objects in its object graph, which TF's loaders
+    (`tf.saved_model.load`, tf_keras `load_model`) match against the variables and refuse when
+    they differ ("Found N Python objects that were not bound to checkpointed values"), and in
+    the traced save / restore functions of its graph, which TF1 loaders and TF Serving run.
+    Another generation's optimizer would mean writing those graph functions anew: a SavedModel
+    of our own. For another generation, write a `.keras` archive, a `.h5` or a TF checkpoint
+    (the model config comes from `keras_metadata.pb`).
 
     tf_keras `load_model` ignores optimizer state in a SavedModel: it recompiles the optimizer
     from `training_config` and hands back a fresh one (LAYOUTS §7.2). The state is restored by
@@ -66,7 +78,7 @@ class SavedModelFormat(Format):
         if graph is None:
             raise FormatError(origin, "%s has no object graph" % VARIABLES_PREFIX)
         payload = model_payload(bundle, graph, origin, self.name, rename=lambda p: _rename(p, layer_names))
-        payload.config = root.get("model_config")
+        payload.config = plain_config(root.get("model_config"), meta_path)
         payload.keras_version = root.get("keras_version")
         payload.extra["training_config"] = root.get("training_config")
         layers = {}
@@ -93,10 +105,11 @@ class SavedModelFormat(Format):
         opt = graph.child(0, "optimizer") if graph is not None else None
         own = _locate(graph, bundle, opt).generation if opt is not None else None
         if own != state.generation:
-            raise FormatError(path, "the source SavedModel's graph (saved_model.pb) holds a %s optimizer, and tf_keras "
-                                    "load_model refuses variables whose optimizer objects differ from it; convert to "
-                                    "%s here, or write a TF checkpoint (format='tf_checkpoint') of the %s state, which "
-                                    "model.load_weights restores" % (own, own, state.generation))
+            raise FormatError(path, "the source SavedModel's graph (saved_model.pb) holds a %s optimizer, and "
+                                    "TensorFlow's SavedModel loaders (tf_keras load_model, tf.saved_model.load, TF "
+                                    "Serving's restore op) refuse variables whose optimizer objects differ from it, so "
+                                    "a SavedModel keeps a %s optimizer; for %s state, write %s"
+                              % (own, own, state.generation, OTHER_GENERATION_ROUTES[state.generation]))
         shutil.copytree(source, path, ignore=lambda d, names: [n for n in names if os.path.join(d, n).startswith(
             os.path.join(source, VARIABLES_PREFIX) + ".")])
         writer, opt = _keep_all_but_optimizer(graph, bundle, path)
@@ -134,6 +147,9 @@ class SavedModelFormat(Format):
         state = read_object_graph(bundle, graph, origin, optimizer=hint, variables=variables, config=config,
                                   rename=lambda p: _rename(p, layer_names), file_config=file_config)
         state.warnings.extend(warnings)
+        wrapper = _wrapper_config(root)
+        if wrapper:
+            state.source["wrapper"] = wrapper
         state.source.update(format=self.name, path=origin, checkpoint=VARIABLES_PREFIX)
         if class_name:
             state.source["class_name"] = class_name
@@ -143,6 +159,33 @@ class SavedModelFormat(Format):
         if tf_version:
             state.source["tensorflow_version"] = tf_version
         return state
+
+
+# SavedModel metadata encodes what JSON lacks as {"class_name": <marker>, ...} (tf_keras json_utils).
+_JSON_SEQUENCES = ("__tuple__", "TensorShape")
+_JSON_UNSUPPORTED = ("TypeSpec", "CompositeTensor", "__ellipsis__", "__bytes__")
+
+
+def plain_config(value, where):
+    """A model config from `keras_metadata.pb` as the `.h5` / `.keras` writers take it.
+
+    The SavedModel metadata writes tuples and shapes as `{"class_name": "__tuple__", "items":
+    [...]}` and tags shared objects with `shared_object_id`; here tuples become lists and the
+    tags are dropped (configs in `.h5` files carry neither). Type specs and composite tensors
+    (ragged / sparse inputs) have no plain form and are refused.
+    """
+    if isinstance(value, list):
+        return [plain_config(v, where) for v in value]
+    if not isinstance(value, dict):
+        return value
+    marker = value.get("class_name")
+    if marker in _JSON_SEQUENCES and set(value) == {"class_name", "items"}:
+        items = value["items"]
+        return None if items is None else [plain_config(v, where) for v in items]
+    if marker in _JSON_UNSUPPORTED:
+        raise FormatError(where, "the model config holds a %s, which has no plain JSON form; rewriting this model in "
+                                 "another format is not supported" % marker)
+    return {k: plain_config(v, where) for k, v in value.items() if k != "shared_object_id"}
 
 
 def _layer_names(nodes):
@@ -212,6 +255,16 @@ def _optimizer_config(root):
         inner = config.get("inner_optimizer") or {}
         class_name, config = inner.get("class_name"), dict(inner.get("config") or {})
     return class_name, config
+
+
+def _wrapper_config(root):
+    """{class_name, config} of a loss-scale wrapper in the metadata's training config, or None."""
+    opt = (root.get("training_config") or {}).get("optimizer_config") or {}
+    class_name = str(opt.get("class_name") or "").split(">")[-1]
+    if class_name not in WRAPPER_CLASSES:
+        return None
+    config = {k: v for k, v in (opt.get("config") or {}).items() if k != "inner_optimizer"}
+    return {"class_name": class_name, "config": config}
 
 
 def _algorithm(class_name):
