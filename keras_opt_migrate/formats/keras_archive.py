@@ -15,7 +15,6 @@ zip by h5py without extracting anything. No Keras object is deserialized.
 """
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from . import keras_model as km
 from .base import MAX_JSON_BYTES, Format, ModelPayload, is_hdf5, is_zip
 from .hdf5 import KERAS3_LSO_VARIABLES, create_dataset, report_missing
 from .mapping import attach_positional
+from .zip_container import MemberFile, StreamedArchive, check_member_crc, stored_data_offset
 from ..optimizers.spec import LAYOUT_FLAGS, positional_layout
 
 CONFIG = "config.json"
@@ -101,12 +101,24 @@ def _json_member(z, name, path):
 
 
 @contextlib.contextmanager
-def open_weights(path):
-    """h5py.File of the archive's model.weights.h5, read straight from the zip."""
+def open_weights(path, check_crc=False):
+    """h5py.File of the archive's model.weights.h5, read straight from the zip.
+
+    A stored member is read in place (zipfile's member file re-reads from the start on every
+    backward seek), a compressed one through zipfile. `check_crc`: check a stored member's
+    CRC-32 first (once per file and process); the readers ask for it before reading tensors.
+    """
     with open_archive(path) as z:
         info = _member(z, WEIGHTS, path, MAX_WEIGHTS_BYTES)
         try:
-            with z.open(info) as raw:
+            if info.compress_type == zipfile.ZIP_STORED:
+                start = stored_data_offset(path, info)
+                if check_crc:
+                    check_member_crc(path, info, start)
+                raw = MemberFile(path, start, info.file_size)
+            else:
+                raw = z.open(info)
+            with raw:
                 with h5py.File(raw, "r") as f:
                     yield f
         except (zipfile.BadZipFile, EOFError) as e:
@@ -209,7 +221,7 @@ def variables_from_config(f, layers, path, warnings, prefix=None):
     return out
 
 
-def model_payload(f, model_config, path, keras_version):
+def model_payload(f, model_config, path, keras_version, opener=None):
     """ModelPayload of an archive: every layer's variables (trainable or not) in config order."""
     layers = kc.model_layers(model_config, path)
     prefix, assigned = assign_groups(f, layers, path)
@@ -230,7 +242,8 @@ def model_payload(f, model_config, path, keras_version):
                                 % (layer.name, layer.class_name))
             named = [("%s/vars/%d" % (layer.name, k), layer.trainable) for k in range(len(datasets))]
         for (name, trainable), ds in zip(named, datasets):
-            weights.append((name, np.asarray(ds[()]), trainable))
+            value = kc.lazy_dataset(ds, opener, path, ds.name) if opener else np.asarray(ds[()])
+            weights.append((name, value, trainable))
         described.append({"name": layer.name, "class_name": kc._bare(layer.class_name),
                           "weights": ["%s:0" % n for n, _ in named]})
     return ModelPayload(weights, config=model_config, keras_version=keras_version, source_format="keras_archive",
@@ -411,7 +424,8 @@ class KerasArchiveFormat(Format):
             metadata = _json_member(z, METADATA, path) if METADATA in z.namelist() else {}
             model_config = _json_member(z, CONFIG, path)
         with open_weights(path) as f:
-            payload = model_payload(f, model_config, path, metadata.get("keras_version"))
+            payload = model_payload(f, model_config, path, metadata.get("keras_version"),
+                                    opener=lambda: open_weights(path, check_crc=True))
         payload.extra["training_config"] = model_config.get("compile_config")
         return payload
 
@@ -433,13 +447,13 @@ class KerasArchiveFormat(Format):
             raise FormatError(path, "a .keras archive holds keras3 or experimental (tf_keras 2.11+) optimizer state, "
                                     "not %s: tf_keras does not save legacy optimizers in .keras files; write a .h5 or "
                                     "a TF checkpoint" % state.generation)
-        holder = {}
-        weights = _h5_bytes(lambda f: holder.setdefault(
-            "entry", write_archive_weights(f, state, model, config, path, progress)))
-        config["compile_config"] = compile_config((model.extra or {}).get("training_config"), holder["entry"])
+        # model.weights.h5 is written in place, one tensor at a time, then the zip is built around it
+        archive = StreamedArchive(path, WEIGHTS, date_time=ZIP_DATE, external_attr=ZIP_MODE)
+        with h5py.File(path, "w", userblock_size=archive.userblock) as f:
+            entry = write_archive_weights(f, state, model, config, path, progress)
+        config["compile_config"] = compile_config((model.extra or {}).get("training_config"), entry)
         metadata = {"keras_version": version}
-        write_zip(path, {CONFIG: json.dumps(config).encode("utf8"), METADATA: json.dumps(metadata).encode("utf8"),
-                         WEIGHTS: weights})
+        archive.finish({CONFIG: json.dumps(config).encode("utf8"), METADATA: json.dumps(metadata).encode("utf8")})
 
     def validate(self, path):
         if not is_zip(path):
@@ -475,7 +489,8 @@ class KerasArchiveFormat(Format):
             with open_weights(path) as f:
                 found = variables_from_config(f, layers, path, warnings)
                 found = _apply_hint(found, variables, warnings)
-                state = read_weights_file(f, path, info, found, lambda: open_weights(path), WEIGHTS + ":", warnings)
+                opener = lambda: open_weights(path, check_crc=True)  # noqa: E731
+                state = read_weights_file(f, path, info, found, opener, WEIGHTS + ":", warnings)
         except MappingError as e:
             raise FormatError(path, str(e)) from e
         except (OSError, KeyError, ValueError, TypeError) as e:
@@ -506,7 +521,7 @@ class KerasWeightsFormat(Format):
                     datasets, recorded = _layer_vars(group, path)
                     offsets = [o for o in (ds.id.get_offset() for ds in datasets) if o is not None]
                     groups.append((min(offsets, default=float("inf")), name, recorded,
-                                   [np.asarray(ds[()]) for ds in datasets]))
+                                   [kc.lazy_dataset(ds, lambda: kc.open_h5(path), path, ds.name) for ds in datasets]))
             # storage order is build order (what `variables_without_config` infers); keep it when rewriting
             groups = [g[1:] for g in sorted(groups, key=lambda g: (g[0], g[1]))]
             found = variables_without_config(f, path, [])
@@ -746,23 +761,6 @@ def _keras3_lso_arrays(state, where):
         raise FormatError(where, "a Keras 3 LossScaleOptimizer needs %s, which the state does not hold"
                           % ", ".join(missing))
     return out
-
-
-def _h5_bytes(fill):
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
-        fill(f)
-    return buffer.getvalue()
-
-
-def write_zip(path, members):
-    """A stored (uncompressed) zip with sorted members and fixed timestamps."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
-        for name in sorted(members):
-            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
-            info.compress_type = zipfile.ZIP_STORED
-            info.external_attr = ZIP_MODE
-            z.writestr(info, members[name])
 
 
 def _keras2_config(model, where):
