@@ -174,7 +174,9 @@ def build_parser():
     p = sub.add_parser("convert", help="convert optimizer state to another generation and/or format")
     add_write_options(p)
     p.add_argument("--to", required=True, choices=["v1", "v2", "experimental", "keras3", "tf1"],
-                   help="target API generation")
+                   help="target API generation; for a .keras DST it also picks the flavour: keras3 writes Keras 3's "
+                        ".keras, experimental tf_keras 2.21's (v2 has none: tf_keras keeps no legacy optimizer state "
+                        "in .keras files)")
     p.add_argument("--to-optimizer", help="target algorithm when it differs (e.g. adamw from adam)")
     p.add_argument("--target-config", help="JSON hyperparameters to set on the target (e.g. weight_decay)")
     p.set_defaults(func=cmd_convert)

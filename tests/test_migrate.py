@@ -144,3 +144,43 @@ def test_keras3_sparse_caveat_in_the_verdict():
     assert "sparse" not in report.continuation_reason
     sgd = _state("sgd", "v2", ["momentum"], {"learning_rate": 0.01, "momentum": 0.5})
     assert "sparse" not in migrate(sgd, "keras3")[1].continuation_reason
+
+
+def _lso_state(generation, wrapper, extra):
+    state = _state("adam", generation, ["momentum", "velocity"], {"learning_rate": 0.01, "epsilon": 1e-7,
+                                                                  "beta_1": 0.9, "beta_2": 0.999, "amsgrad": False},
+                   extra=extra)
+    state.source["wrapper"] = wrapper
+    return state
+
+
+def test_loss_scale_wrapper_is_carried_with_its_config_and_state():
+    scale = {"loss_scale": np.asarray(2048.0, np.float32), "loss_scale_good_steps": np.asarray(1, np.int64)}
+    # a TF checkpoint records only the wrapper's name: its config takes the defaults, reported
+    v3 = _lso_state("experimental", "LossScaleOptimizer", scale)
+    target, report = migrate(v3, "keras3")
+    assert target.source["wrapper"] == {"class_name": "LossScaleOptimizer",
+                                        "config": {"initial_scale": 2.0 ** 15, "dynamic_growth_steps": 2000}}
+    assert report.assumed_defaults() == {"LossScaleOptimizer.initial_scale": 2.0 ** 15,
+                                         "LossScaleOptimizer.dynamic_growth_steps": 2000}
+    assert float(target.extra["loss_scale"]) == 2048.0 and int(target.extra["loss_scale_good_steps"]) == 1
+    own = {k: target.extra[k] for k in ("loss_scale_optimizer_iterations", "loss_scale_optimizer_learning_rate")}
+    assert own["loss_scale_optimizer_iterations"].dtype == np.int64 and float(own["loss_scale_optimizer_learning_rate"]) == 0
+    # back to Keras 2: the wrapper's class is the generation's, Keras 3's own unused variables are dropped
+    back, report = migrate(target, "experimental")
+    assert back.source["wrapper"]["class_name"] == "LossScaleOptimizerV3" and report.assumed_defaults() == {}
+    assert set(back.extra) >= {"loss_scale", "loss_scale_good_steps"}
+    assert not {"loss_scale_optimizer_iterations", "loss_scale_optimizer_learning_rate"} & set(back.extra)
+    assert [i.action for i in report.items if i.name.startswith("loss_scale_optimizer_")] == ["dropped", "dropped"]
+
+
+def test_a_loss_scale_the_source_did_not_store_restarts_and_the_report_says_so():
+    h5 = _lso_state("experimental", {"class_name": "LossScaleOptimizerV3",
+                                     "config": {"initial_scale": 1024.0, "dynamic_growth_steps": 2}}, {})
+    target, report = migrate(h5, "keras3")
+    assert float(target.extra["loss_scale"]) == 1024.0 and int(target.extra["loss_scale_good_steps"]) == 0
+    assert {(i.action, i.name) for i in report.items} >= {("zero-initialised", "loss_scale"),
+                                                           ("zero-initialised", "loss_scale_good_steps")}
+    assert "loss scale restarts at initial_scale" in report.continuation_reason
+    v1, report = migrate(h5, "v1")
+    assert "wrapper" not in v1.source and ("dropped", "wrapper") in {(i.action, i.kind) for i in report.items}
