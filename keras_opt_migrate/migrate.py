@@ -271,6 +271,12 @@ def migrate(state, to, *, optimizer=None, config=None, partial=False):
     for problem in refusals.problems:
         target.warnings.append("partial conversion: " + problem)
     _judge_continuation(state, source_spec, target, target_spec, substitute_note, report)
+    if refusals.problems:  # partial: what could not be carried with certainty changes the trajectory
+        reason = "partial conversion: %s" % "; ".join(refusals.problems[:3])
+        if report.continuation == DIFFERENT:
+            report.continuation_reason += "; " + reason
+        else:
+            report.continuation, report.continuation_reason = DIFFERENT, reason
     _flag_recomputed_u_product(state, report)
     _note_assumptions(report)
     if any(i.action == "zero-initialised" and i.name == "loss_scale" for i in report.items):
@@ -697,6 +703,12 @@ def _convert_extras(state, target, target_spec, report, refusals):
     elif target.generation == "keras3" and not isinstance(target.config.get("learning_rate"), dict):
         target.extra["learning_rate"] = np.asarray(target.config.get("learning_rate", 0.001), np.float32)
         report.add("derived", "extra", "learning_rate", detail="from the config")
+    if "gradient_accumulation_iterations" in extras and not (
+            target.generation == "keras3" and target.config.get("gradient_accumulation_steps")):
+        extras.pop("gradient_accumulation_iterations")
+        report.add("dropped", "extra", "gradient_accumulation_iterations",
+                   detail="Keras 3's batch counter under gradient accumulation; the target counts updates "
+                          "(iterations=%s)" % target.iterations)
     for name, value in extras.items():
         if name in KERAS3_LSO_OWN:
             continue  # _convert_loss_scale
