@@ -193,5 +193,5 @@ def test_savedmodel_optimizer_state_is_no_longer_lost(tmp_path):
         model.train_on_batch(x[i], y[i])
     assert int(model.optimizer.iterations) == 5
     assert rt.max_delta(_weights(model), SM_ADAM) <= 1e-5
-    with pytest.raises(kom.FormatError, match="write a TF checkpoint"):
+    with pytest.raises(kom.FormatError, match="write a tf_keras .keras archive .* or a TF checkpoint"):
         kom.convert(src, str(tmp_path / "sm_new"), "experimental", source_optimizer="adam")
