@@ -33,5 +33,15 @@ def update(var, m, grad, lr, beta_1, beta_2):
         m.assign(m * beta_2 / beta_1)
         m.scatter_add(tf.IndexedSlices(grad.values * (1.0 - beta_2 / beta_1), grad.indices))
     else:
-        var.assign_sub(lr * tf.math.sign(m * beta_1 + grad * (1.0 - beta_1)))
-        m.assign(m * beta_2 + grad * (1.0 - beta_2))
+        update_variable(var, m, grad, lr, beta_1)
+        update_momentum(m, grad, beta_2)
+
+
+def update_variable(var, m, grad, lr, beta_1):
+    """The dense step's variable half (reads m before `update_momentum` moves it); betas cast."""
+    var.assign_sub(lr * tf.math.sign(m * beta_1 + grad * (1.0 - beta_1)))
+
+
+def update_momentum(m, grad, beta_2):
+    """The dense step's momentum half."""
+    m.assign(m * beta_2 + grad * (1.0 - beta_2))

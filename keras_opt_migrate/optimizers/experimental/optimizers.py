@@ -62,9 +62,15 @@ def _rmsprop_xla(var, velocity, grad, lr, rho, epsilon, average_grad, weight_dec
     rmsprop.update(var, velocity, grad, lr, rho, epsilon, 0.0, None, average_grad)
 
 
-def _lion_xla(var, m, grad, lr, beta_1, beta_2, weight_decay):
+def _lion_variable_xla(var, m, grad, lr, beta_1, weight_decay):
     fast.decay_in_graph(var, weight_decay, lr)
-    lion.update(var, m, grad, lr, beta_1, beta_2)
+    lion.update_variable(var, m, grad, lr, beta_1)
+
+
+def _lion_momentum_xla(m, grad, beta_2):
+    # A second compiled function: in one, XLA copies m to keep its old value for the variable
+    # half (measured: 1.6x the CPU time of the two functions).
+    lion.update_momentum(m, grad, beta_2)
 
 
 class SGD(Optimizer):
@@ -477,8 +483,11 @@ class Lion(Optimizer):
                     tf.cast(self.learning_rate, variable.dtype), self.beta_1, self.beta_2)
 
     def _fast_update_step(self, gradient, variable, weight_decay):
-        self._xla(_lion_xla)(variable, self._slot("momentums", variable), gradient,
-                             tf.cast(self.learning_rate, variable.dtype), self.beta_1, self.beta_2, weight_decay)
+        dtype = variable.dtype
+        m = self._slot("momentums", variable)
+        self._xla(_lion_variable_xla)(variable, m, gradient, tf.cast(self.learning_rate, dtype),
+                                      tf.cast(self.beta_1, dtype), weight_decay)
+        self._xla(_lion_momentum_xla)(m, gradient, tf.cast(self.beta_2, dtype))
 
     def get_config(self):
         config = super().get_config()
