@@ -24,8 +24,9 @@ sys.path.insert(0, HERE)
 CASES = [("SGD", dict(learning_rate=0.01, momentum=0.9)), ("Adam", dict(learning_rate=0.001)),
          ("AdamW", dict(learning_rate=0.001, weight_decay=0.004)), ("Adagrad", dict(learning_rate=0.01)),
          ("RMSprop", dict(learning_rate=0.001, centered=True)), ("Adadelta", dict(learning_rate=1.0)),
-         ("Adamax", dict(learning_rate=0.001)), ("Nadam", dict(learning_rate=0.001)), ("Ftrl", dict(learning_rate=0.01)),
-         ("Lion", dict(learning_rate=0.0001)), ("Adafactor", dict(learning_rate=0.001))]
+         ("Adamax", dict(learning_rate=0.001)), ("Nadam", dict(learning_rate=0.001)),
+         ("Ftrl", dict(learning_rate=0.01)), ("Lion", dict(learning_rate=0.0001)),
+         ("Adafactor", dict(learning_rate=0.001))]
 LEGACY = ("SGD", "Adam", "Adagrad", "RMSprop", "Adadelta", "Adamax", "Nadam", "Ftrl")
 
 # The Keras 3 worker: one JSON command per line on stdin, one JSON answer per line on stdout.

@@ -22,8 +22,8 @@ from keras_opt_migrate.optimizers import v2  # noqa: E402
 CASES = [("SGD", dict(learning_rate=0.01, momentum=0.9)), ("Adam", dict(learning_rate=0.001)),
          ("Adam", dict(learning_rate=0.001, amsgrad=True)), ("Adagrad", dict(learning_rate=0.01)),
          ("RMSprop", dict(learning_rate=0.001, centered=True)), ("Adadelta", dict(learning_rate=1.0)),
-         ("Adamax", dict(learning_rate=0.001)), ("Nadam", dict(learning_rate=0.001)), ("Ftrl", dict(learning_rate=0.01)),
-         ("LazyAdam", dict(learning_rate=0.001))]
+         ("Adamax", dict(learning_rate=0.001)), ("Nadam", dict(learning_rate=0.001)),
+         ("Ftrl", dict(learning_rate=0.01)), ("LazyAdam", dict(learning_rate=0.001))]
 
 
 def main(argv=None):

@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 from keras_opt_migrate.optimizers import experimental as ex
+from keras_opt_migrate.optimizers.experimental import fast
 from opt_problems import STEPS, gradient_stream, max_abs_diff, run, values
 
 tf_keras = pytest.importorskip("tf_keras")
@@ -89,9 +90,15 @@ def _relative_excess(ours, ref, spread):
     return worst
 
 
+@pytest.fixture
+def xla_for_every_size(monkeypatch):
+    """The problem's variables are far below fast.XLA_MIN_ELEMENTS: compile them anyway."""
+    monkeypatch.setattr(fast, "XLA_MIN_ELEMENTS", 0)
+
+
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[_id(c) for c in CASES])
-def test_default_path_within_tolerance(index, sparse):
+def test_default_path_within_tolerance(index, sparse, xla_for_every_size):
     assert STEPS >= 20
     ref = _reference(index, sparse)
     spread = [max_abs_diff([a], [b]) for a, b in zip(ref[False][1], ref[True][1])]  # tf_keras eager vs graph
@@ -135,6 +142,17 @@ def test_default_takes_the_fast_path_and_reference_ops_does_not(cls):
         opt._fast_update_step = counting
         run(opt, init, steps[:2])
     assert calls.get(False) == 2 * len(init) and True not in calls
+
+
+def test_small_variables_skip_xla_and_keep_the_reference_ops():
+    """Below fast.XLA_MIN_ELEMENTS the XLA-path algorithms run their uncompiled op sequence
+    (decay just before each variable's update): bit-identical to tf_keras for dense gradients
+    (sparse ones are densified first, which rounds differently)."""
+    index = CASES.index(("AdamW", dict(learning_rate=0.01, weight_decay=0.05, beta_1=0.85)))
+    ref = _reference(index, False)
+    for mode in MODES:
+        model, optimizer, _ = _run(ex, index, False, mode)
+        assert max_abs_diff(model, ref[mode][0]) == 0.0 and max_abs_diff(optimizer, ref[mode][1]) == 0.0
 
 
 def test_config_carries_reference_ops_only_when_set():

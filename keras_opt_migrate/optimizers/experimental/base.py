@@ -409,16 +409,18 @@ class Optimizer(tf.__internal__.tracking.AutoTrackable):
         step_owner = next(k for k in cls.__mro__ if "update_step" in vars(k))
         return issubclass(fast_owner, step_owner)  # update_step not overridden below the fast path
 
-    def _xla(self, body):
-        """`body` compiled with XLA (once per optimizer, see `fast.jit`), or as it is when XLA
-        is not allowed."""
-        if not self._xla_allowed:
+    def _xla(self, body, variable):
+        """`body` compiled with XLA (once per optimizer and shape, see `fast.jit`), or as it is
+        when XLA is not available or `variable` is small (`fast.XLA_MIN_ELEMENTS`)."""
+        size = variable.shape.num_elements()
+        if not self._xla_allowed or size is None or size < fast.XLA_MIN_ELEMENTS:
             return body
         compiled = self._compiled.get(body)
         if compiled is None:
             compiled = self._compiled[body] = fast.jit(body)
         return compiled
 
+    @tf.autograph.experimental.do_not_convert
     def _fast_step(self, gradient, variable):
         if getattr(variable, "_unique_id", None) is None:
             return

@@ -139,9 +139,10 @@ class Adam(Optimizer):
 
     def _fast_update_step(self, gradient, variable, weight_decay):
         vhat = self._slot("_velocity_hats", variable) if self.amsgrad else None
-        self._xla(_adam_xla)(variable, self._slot("_momentums", variable), self._slot("_velocities", variable),
-                             gradient, tf.cast(self.learning_rate, variable.dtype), self.iterations, self.beta_1,
-                             self.beta_2, self.epsilon, vhat, getattr(self, "adaptive_epsilon", False), weight_decay)
+        step = self._xla(_adam_xla, variable)
+        step(variable, self._slot("_momentums", variable), self._slot("_velocities", variable), gradient,
+             tf.cast(self.learning_rate, variable.dtype), self.iterations, self.beta_1, self.beta_2, self.epsilon,
+             vhat, getattr(self, "adaptive_epsilon", False), weight_decay)
 
     def get_config(self):
         config = super().get_config()
@@ -191,8 +192,9 @@ class Adagrad(Optimizer):
     FAST_SPARSE = False  # the reference's sparse step touches only the gradient's rows
 
     def _fast_update_step(self, gradient, variable, weight_decay):
-        self._xla(_adagrad_xla)(variable, self._slot("_accumulators", variable), gradient,
-                                tf.cast(self.learning_rate, variable.dtype), self.epsilon, weight_decay)
+        step = self._xla(_adagrad_xla, variable)
+        step(variable, self._slot("_accumulators", variable), gradient, tf.cast(self.learning_rate, variable.dtype),
+             self.epsilon, weight_decay)
 
     def get_config(self):
         config = super().get_config()
@@ -332,9 +334,10 @@ class Nadam(Optimizer):
         dtype = variable.dtype
         u_t, u_t_1, beta_1, beta_2, beta_2_power = nadam.schedule(self.iterations, self.beta_1, self.beta_2, dtype)
         u_product_t = self._u_product_for_step(u_t)
-        self._xla(_nadam_xla)(variable, self._slot("_momentums", variable), self._slot("_velocities", variable),
-                              gradient, tf.cast(self.learning_rate, dtype), beta_1, beta_2, self.epsilon, u_t,
-                              u_t_1, u_product_t, beta_2_power, weight_decay)
+        step = self._xla(_nadam_xla, variable)
+        step(variable, self._slot("_momentums", variable), self._slot("_velocities", variable), gradient,
+             tf.cast(self.learning_rate, dtype), beta_1, beta_2, self.epsilon, u_t, u_t_1, u_product_t, beta_2_power,
+             weight_decay)
 
     def extra_variables(self):
         return {"u_product": self._u_product} if getattr(self, "_built", False) else {}
@@ -386,8 +389,9 @@ class RMSprop(Optimizer):
             rmsprop.v2_apply_fused(variable, self._slot("_velocities", variable), self._slot("_momentums", variable),
                                    gradient, coefficients, avg)
         else:
-            self._xla(_rmsprop_xla)(variable, self._slot("_velocities", variable), gradient, lr, self.rho,
-                                    self.epsilon, avg, weight_decay)
+            step = self._xla(_rmsprop_xla, variable)
+            step(variable, self._slot("_velocities", variable), gradient, lr, self.rho, self.epsilon, avg,
+                 weight_decay)
 
     def get_config(self):
         config = super().get_config()
@@ -485,9 +489,9 @@ class Lion(Optimizer):
     def _fast_update_step(self, gradient, variable, weight_decay):
         dtype = variable.dtype
         m = self._slot("momentums", variable)
-        self._xla(_lion_variable_xla)(variable, m, gradient, tf.cast(self.learning_rate, dtype),
-                                      tf.cast(self.beta_1, dtype), weight_decay)
-        self._xla(_lion_momentum_xla)(m, gradient, tf.cast(self.beta_2, dtype))
+        self._xla(_lion_variable_xla, variable)(variable, m, gradient, tf.cast(self.learning_rate, dtype),
+                                                tf.cast(self.beta_1, dtype), weight_decay)
+        self._xla(_lion_momentum_xla, variable)(m, gradient, tf.cast(self.beta_2, dtype))
 
     def get_config(self):
         config = super().get_config()
