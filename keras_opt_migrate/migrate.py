@@ -604,8 +604,10 @@ def _velocity_from_tf1_accum(state, accum, var, report, refusals):
 def _fill_missing(spec, target, slot, shape, var):
     """(initial value, why, certain) for a slot the target keeps and the source does not."""
     dtype = np.dtype(var.dtype if var.dtype else "float32")
-    if slot == "gradient_accumulator":  # made when written (LazyTensor), so a large state is never held whole
-        return LazyTensor.filled(shape, dtype, 0), "no partially accumulated gradient: the state is at an update boundary", True
+    # fills are LazyTensors, made when written, so a large state is never held whole
+    if slot == "gradient_accumulator":
+        return (LazyTensor.filled(shape, dtype, 0), "no partially accumulated gradient: the state is at an update "
+                "boundary", True)
     if slot == "clipping_factor":
         return LazyTensor.filled(shape, dtype, 1), "ClippyAdagrad's exported clipping factor is output only", True
     if spec.name == "sgd" and slot == "momentum" and not target.config.get("momentum"):

@@ -452,7 +452,8 @@ def write_bundle(prefix, items, progress=None):
         raise FormatError(prefix, "two tensors would share a checkpoint key: %s"
                           % sorted({k for k in keys if keys.count(k) > 1})[:3])
     sizes = [_nbytes(v) for _, v in items]
-    limit = max([BATCH_FLOOR] + [s for s in sizes if s is not None])
+    tensor_sizes = [s for (_, v), s in zip(items, sizes) if s is not None and not isinstance(v, (bytes, str))]
+    limit = max([BATCH_FLOOR] + tensor_sizes)  # the object graph (bytes) does not set the batch size
     total = sum(s for s in sizes if s is not None)
     single = all(s is not None for s in sizes) and total <= limit
     parts, batch, batch_bytes = [], ([], []), 0

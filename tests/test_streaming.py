@@ -1,0 +1,165 @@
+"""Streaming: convert, upgrade, inspect, audit and diff hold about one tensor at a time.
+
+Two checks, neither timed:
+  * in process, `schema.state.track_loads` counts the arrays `LazyTensor.load()` returned
+    that are still alive: every command, reading and writing every format, must keep at
+    most two loaded tensors (a comparison's pair) alive at once, and `inspect` loads none but
+    scalars;
+  * in a fresh interpreter (tests/stream_worker.py), the peak RSS of each command on a 403 MB
+    tf_keras state whose largest tensor is 64 MiB must stay within twice that tensor plus a
+    margin, far below the state (reading it whole would take 403 MB, the old writers 2-3x).
+"""
+
+import gc
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_opt_migrate as kom
+from corpus import FIXTURES
+from keras_opt_migrate import report
+from keras_opt_migrate.audit import audit
+from keras_opt_migrate.diff import diff
+from keras_opt_migrate.schema.state import LazyTensor, track_loads
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIZES = [(24, 256), (256, 512), (512, 128), (128, 8)]  # Dense layers: the largest kernel is 256 x 512
+
+
+@pytest.fixture(scope="module")
+def legacy(tmp_path_factory):
+    """A tf_keras legacy Adam state of 8 variables (24 tensors) as a tf.train.Checkpoint and a full-model .h5."""
+    import tensorflow as tf
+    import tf_keras
+    d = tmp_path_factory.mktemp("streaming")
+    model = tf_keras.Sequential([tf_keras.Input((SIZES[0][0],))]
+                                + [tf_keras.layers.Dense(n, name="d%d" % i) for i, (_, n) in enumerate(SIZES)])
+    opt = tf_keras.optimizers.legacy.Adam()
+    opt._create_all_weights(model.trainable_variables)
+    rng = np.random.default_rng(1)
+    for var in model.trainable_variables:
+        var.assign(rng.standard_normal(var.shape, dtype=np.float32))
+        opt.get_slot(var, "m").assign(rng.standard_normal(var.shape, dtype=np.float32))
+        opt.get_slot(var, "v").assign(rng.random(var.shape, dtype=np.float32))
+    opt.iterations.assign(9)
+    tf.train.Checkpoint(model=model, optimizer=opt).write(str(d / "src.ckpt"))
+    model.compile(optimizer=opt, loss="mse")
+    model.save(str(d / "m.h5"))
+    return d
+
+
+def _tracked(command):
+    gc.collect()
+    with track_loads() as stats:
+        result = command()
+        del result
+        gc.collect()
+    return stats
+
+
+def _assert_streamed(stats, at_least, count=True):
+    """At most two loaded tensors' worth of bytes alive at once (and, unless `count` is off, two tensors).
+
+    TF checkpoint writers hand TensorFlow a batch of tensors up to the largest one's size (the
+    `no_batch_floor` fixture removes the 64 MiB floor that keeps small states in one batch), so
+    there a batch of small tensors may be alive beside one being read: bytes, not count, bound it.
+    """
+    assert stats.loads >= at_least, "only %d tensors were read; the check would prove nothing" % stats.loads
+    if count:
+        assert stats.peak <= 2, "%d loaded tensors were alive at once (%r)" % (stats.peak, stats)
+    assert stats.peak_bytes <= 2 * stats.largest, stats
+    assert stats.alive == 0, "loaded tensors outlived the command: %r" % stats
+
+
+@pytest.fixture
+def no_batch_floor(monkeypatch):
+    from keras_opt_migrate.formats import tf_bundle
+    monkeypatch.setattr(tf_bundle, "BATCH_FLOOR", 0)
+
+
+# (source, destination name, target generation, format): every writer convert has
+CONVERSIONS = [
+    ("src.ckpt", "e.ckpt", "experimental", None),
+    ("src.ckpt", "k3.ckpt", "keras3", None),
+    ("src.ckpt", "v2.ckpt", "v2", None),
+    ("src.ckpt", "t1.ckpt", "tf1", "tf1_checkpoint"),
+    ("src.ckpt", "t1o.ckpt", "tf1", None),
+    ("src.ckpt", "n.kom.h5", "keras3", None),
+    ("m.h5", "k.keras", "keras3", None),
+    ("m.h5", "k.weights.h5", "keras3", None),
+    ("m.h5", "e.h5", "experimental", None),
+    ("m.h5", "e.keras", "experimental", None),
+]
+
+
+@pytest.mark.parametrize("source,name,to,fmt", CONVERSIONS, ids=[c[1] for c in CONVERSIONS])
+def test_convert_holds_at_most_two_tensors(legacy, tmp_path, no_batch_floor, source, name, to, fmt):
+    from keras_opt_migrate.formats import get_format
+    if name == "e.keras" and "experimental" not in get_format("keras_archive").generations:
+        pytest.skip("this checkout writes no tf_keras (2.11+) .keras archives")
+    src = str(legacy / source)
+    state = kom.load_state(src, optimizer="adam" if source.endswith(".ckpt") else None)
+    tensors = sum(1 for _ in state.iter_tensors())
+    stats = _tracked(lambda: kom.convert(src, tmp_path / name, to, format=fmt, partial=True,
+                                         source_optimizer="adam" if source.endswith(".ckpt") else None))
+    # every source tensor read once to write it, every written one read back once to verify it
+    _assert_streamed(stats, at_least=tensors, count=name.endswith((".h5", ".keras")))
+
+
+def test_savedmodel_conversion_holds_at_most_two_tensors(tmp_path, no_batch_floor):
+    src = FIXTURES / "k212" / "v2" / "adam" / "sm"
+    stats = _tracked(lambda: kom.convert(src, tmp_path / "sm_out", "v2", format="savedmodel"))
+    _assert_streamed(stats, at_least=6, count=False)
+
+
+def test_audit_and_diff_stream(legacy, tmp_path):
+    src = str(legacy / "src.ckpt")
+    kom.convert(src, tmp_path / "e.ckpt", "experimental", source_optimizer="adam")
+    _assert_streamed(_tracked(lambda: audit(src, optimizer="adam")), at_least=16)  # m and v of 8 variables
+    assert _tracked(lambda: audit(src, optimizer="adam")).peak == 1
+    stats = _tracked(lambda: diff(src, str(tmp_path / "e.ckpt"), optimizer="adam"))
+    _assert_streamed(stats, at_least=32)
+    assert diff(src, str(tmp_path / "e.ckpt"), optimizer="adam").equal
+
+
+@pytest.mark.parametrize("source", ["src.ckpt", "m.h5"])
+def test_inspect_reads_no_tensor(legacy, source):
+    stats = _tracked(lambda: report.describe(kom.load_state(str(legacy / source), optimizer="adam")))
+    assert stats.largest <= 8, "inspect loaded a %d-byte tensor: %r" % (stats.largest, stats)
+
+
+def test_tracking_counts_what_is_alive():
+    """The tracker itself: two live loads, then one released (so the checks above can fail)."""
+    tensor = LazyTensor((1000,), "float32", lambda: np.ones(1000, np.float32))
+    with track_loads() as stats:
+        a = tensor.load()
+        b = tensor.load()
+        del a
+        gc.collect()
+        assert (stats.peak, stats.alive, stats.peak_bytes, stats.largest) == (2, 1, 8000, 4000)
+        del b
+        gc.collect()
+    assert stats.alive == 0
+
+
+def test_peak_memory_stays_near_the_largest_tensor(tmp_path):
+    """RSS ceiling on a 403 MB state (largest tensor 64 MiB), each command measured in one worker."""
+    worker = os.path.join(HERE, "stream_worker.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run([sys.executable, worker, "build", str(tmp_path)], check=True, env=env, timeout=600,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = subprocess.run([sys.executable, worker, "measure", str(tmp_path),
+                          str(FIXTURES / "k212" / "v2" / "adam" / "w.ckpt")],
+                         env=env, timeout=900, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    largest, state = result["largest_bytes"], result["state_bytes"]
+    ceiling = 2 * largest + (40 << 20)  # two copies of the largest tensor, plus allocator and library noise
+    assert ceiling < 0.5 * state
+    over = {name: peak for name, peak in result["peaks"].items() if peak > ceiling}
+    assert not over, "peak RSS above %d MB (state %d MB, largest tensor %d MB): %s" % (
+        ceiling >> 20, state >> 20, largest >> 20, {k: v >> 20 for k, v in over.items()})
