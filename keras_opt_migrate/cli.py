@@ -202,33 +202,22 @@ def _version():
 
 
 def _import_tensorflow_quietly():
-    """Import TensorFlow with file descriptor 2 muted.
+    """Import TensorFlow with its start-up logs muted (see `keras_opt_migrate._tensorflow`).
 
-    TF 2.21's C++ start-up logs (oneDNN, CUDA stubs) are written before its log-level
-    settings are read, so the environment variables cannot silence them; our users get one
-    line per problem on stderr, not a screen of start-up noise. An import error is left for
-    the real import to report.
+    Our users get one line per problem on stderr, not a screen of start-up noise.
     """
-    if "tensorflow" in sys.modules or os.environ.get("KERAS_OPT_MIGRATE_DEBUG"):
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    from ._tensorflow import import_tensorflow
     try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    except Exception:
+        import_tensorflow()
+    except Exception:  # noqa: BLE001 - an import error is reported where TensorFlow is needed
         pass
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    _import_tensorflow_quietly()
+    if args.command != "inspect":  # inspect reads metadata only; readers import TensorFlow if they need it
+        _import_tensorflow_quietly()
     from .errors import KerasOptMigrateError
     try:
         return args.func(args)

@@ -229,6 +229,8 @@ def _tensorflow_version(path):
     pb = os.path.join(path, SAVED_MODEL_FILES[0])
     if not os.path.isfile(pb):
         return None
+    from .._tensorflow import import_tensorflow
+    import_tensorflow()  # quietly, before its protobuf modules import it
     from tensorflow.core.protobuf import saved_model_pb2
     message = saved_model_pb2.SavedModel()
     try:

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from .._tensorflow import import_tensorflow
 from ..errors import FormatError, MappingError, UnsupportedFormatError
 from ..optimizers.registry import SPECS, get_spec
 from ..optimizers.spec import flag_configs
@@ -219,6 +220,7 @@ def _meta_order(prefix):
     path = prefix + ".meta"
     if not os.path.isfile(path):
         return None
+    import_tensorflow()  # quietly, before its protobuf modules import it
     from tensorflow.core.framework import variable_pb2
     from tensorflow.core.protobuf import meta_graph_pb2
     meta = meta_graph_pb2.MetaGraphDef()

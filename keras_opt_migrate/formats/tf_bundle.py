@@ -14,8 +14,10 @@ import tempfile
 
 import numpy as np
 
+from .._tensorflow import import_tensorflow
 from ..errors import FormatError
 from ..schema import LazyTensor
+from .protowire import fields as _fields
 from .protowire import varint as _varint
 
 GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -94,14 +96,132 @@ def _check_inside(origin, prefix):
 
 # -- the index, parsed without TensorFlow ----------------------------------------------------------
 
+# TensorFlow's DataType enum (types.proto): name and bytes per element (0: no fixed size), checked
+# against TensorFlow by tests/formats/test_tf_bundle_reader.py. DT_RESOURCE (20) is never saved.
+DTYPES = {1: ("DT_FLOAT", 4), 2: ("DT_DOUBLE", 8), 3: ("DT_INT32", 4), 4: ("DT_UINT8", 1), 5: ("DT_INT16", 2),
+          6: ("DT_INT8", 1), 7: ("DT_STRING", 0), 8: ("DT_COMPLEX64", 8), 9: ("DT_INT64", 8), 10: ("DT_BOOL", 1),
+          11: ("DT_QINT8", 1), 12: ("DT_QUINT8", 1), 13: ("DT_QINT32", 4), 14: ("DT_BFLOAT16", 2),
+          15: ("DT_QINT16", 2), 16: ("DT_QUINT16", 2), 17: ("DT_UINT16", 2), 18: ("DT_COMPLEX128", 16),
+          19: ("DT_HALF", 2), 21: ("DT_VARIANT", 0), 22: ("DT_UINT32", 4), 23: ("DT_UINT64", 8),
+          24: ("DT_FLOAT8_E5M2", 1), 25: ("DT_FLOAT8_E4M3FN", 1), 26: ("DT_FLOAT8_E4M3FNUZ", 1),
+          27: ("DT_FLOAT8_E4M3B11FNUZ", 1), 28: ("DT_FLOAT8_E5M2FNUZ", 1), 29: ("DT_INT4", 1), 30: ("DT_UINT4", 1),
+          31: ("DT_INT2", 1), 32: ("DT_UINT2", 1), 33: ("DT_FLOAT4_E2M1FN", 1)}
+# The dtypes read without TensorFlow (little-endian, as the bundle stores them); the rest ask TensorFlow.
+NUMPY_DTYPES = {1: "<f4", 2: "<f8", 3: "<i4", 4: "|u1", 5: "<i2", 6: "|i1", 7: "O", 8: "<c8", 9: "<i8",
+                10: "|b1", 17: "<u2", 18: "<c16", 19: "<f2", 22: "<u4", 23: "<u8"}
+DT_STRING = 7
+PY_CRC_LIMIT = 1 << 20  # index blocks and small tensors are checksummed in Python up to this size
+RAW_LIMIT = 1 << 16  # numeric tensors up to this size are read without TensorFlow
 
-def _block_entries(data, offset, size):
-    """(key, value) pairs of one uncompressed table block at `offset` (size excludes the trailer)."""
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    """CRC-32C (Castagnoli) of `data`, in Python: for the index blocks and small tensors only."""
+    crc ^= 0xFFFFFFFF
+    table = _CRC32C
+    for byte in bytes(data):
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _mask(crc):
+    """A CRC as TensorFlow stores it (rotated and offset: leveldb's `crc32c::Mask`)."""
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def masked_crc32c(data):
+    return _mask(crc32c(data))
+
+
+def _signed(value):
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+class IndexEntry:
+    """One `BundleEntryProto` of the index, decoded by hand (`protowire`)."""
+
+    __slots__ = ("dtype", "shape", "unknown_rank", "shard_id", "offset", "size", "crc32c", "slices")
+
+    def __init__(self, raw):
+        self.dtype, self.shape, self.unknown_rank = 0, (), False
+        self.shard_id = self.offset = self.size = self.crc32c = 0
+        self.slices = False
+        for field, value in _fields(raw):
+            if field == 1:
+                self.dtype = value
+            elif field == 2:
+                self.shape, self.unknown_rank = _shape(value)
+            elif field == 3:
+                self.shard_id = _signed(value)
+            elif field == 4:
+                self.offset = _signed(value)
+            elif field == 5:
+                self.size = _signed(value)
+            elif field == 6:
+                self.crc32c = value
+            elif field == 7:
+                self.slices = True
+
+    @property
+    def elements(self):
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def _shape(raw):
+    if not isinstance(raw, bytes):
+        raise ValueError("a shape is not a message")
+    dims, unknown = [], False
+    for field, value in _fields(raw):
+        if field == 2:
+            size = 0
+            for f, v in _fields(value if isinstance(value, bytes) else b""):
+                if f == 1:
+                    size = _signed(v)
+            dims.append(size)
+        elif field == 3:
+            unknown = bool(value)
+    return tuple(dims), unknown
+
+
+def _header(raw):
+    """(num_shards, endianness) of the `BundleHeaderProto`."""
+    shards, endianness = 0, 0
+    for field, value in _fields(raw):
+        if field == 1:
+            shards = _signed(value)
+        elif field == 2:
+            endianness = value
+    return shards, endianness
+
+
+def _block_entries(data, offset, size, verify=False):
+    """(key, value) pairs of one uncompressed table block at `offset` (size excludes the trailer).
+
+    verify: check the block's trailer checksum (masked CRC-32C of the block and its type byte).
+    """
     if offset + size + 5 > len(data) - 48 or size < 4:
         raise ValueError("block at %d (%d bytes) runs past the end of the index" % (offset, size))
     if data[offset + size] != 0:
         raise ValueError("block at %d is compressed (type %d); TensorFlow writes uncompressed indexes"
                          % (offset, data[offset + size]))
+    if verify and masked_crc32c(data[offset:offset + size + 1]) != int.from_bytes(
+            data[offset + size + 1:offset + size + 5], "little"):
+        raise ValueError("block at %d does not match its checksum" % offset)
     block = data[offset:offset + size]
     restarts = int.from_bytes(block[-4:], "little")
     end = len(block) - 4 - 4 * restarts
@@ -130,24 +250,23 @@ def read_index_table(data):
     _, i = _varint(footer, i)
     index_offset, i = _varint(footer, i)
     index_size, _ = _varint(footer, i)
+    verify = len(data) <= PY_CRC_LIMIT  # larger indexes: TensorFlow checks them when it opens them
     out = []
-    for _, handle in _block_entries(data, index_offset, index_size):
+    for _, handle in _block_entries(data, index_offset, index_size, verify):
         offset, j = _varint(handle, 0)
         size, _ = _varint(handle, j)
-        out.extend(_block_entries(data, offset, size))
+        out.extend(_block_entries(data, offset, size, verify))
     return out
 
 
 def check_index(prefix, origin):
-    """{key: BundleEntryProto} of the bundle, every entry checked against the data shards' real sizes.
+    """({key: IndexEntry}, endianness) of the bundle, every entry checked against the data shards' sizes.
 
     Refuses what TensorFlow would crash on or allocate blindly: unknown dtypes, negative or
     unknown dimensions, element counts beyond int64, shards that do not exist, and entries whose
-    bytes (shape x dtype, or the declared size) do not lie inside their shard.
+    bytes (shape x dtype, or the declared size) do not lie inside their shard. Index blocks up
+    to `PY_CRC_LIMIT` bytes have their checksums verified here; TensorFlow checks larger ones.
     """
-    from tensorflow.core.framework import types_pb2
-    from tensorflow.core.protobuf import tensor_bundle_pb2
-    from google.protobuf.message import DecodeError
     index = prefix + INDEX_SUFFIX
     if os.path.getsize(index) > MAX_INDEX_SCAN:
         raise FormatError(origin, "checkpoint index %s is larger than %d bytes; refused" % (index, MAX_INDEX_SCAN))
@@ -157,60 +276,58 @@ def check_index(prefix, origin):
         raise FormatError(origin, "checkpoint index %s is corrupt: %s" % (index, e)) from e
     if not table or table[0][0] != b"":
         raise FormatError(origin, "checkpoint index %s has no bundle header" % index)
-    header = tensor_bundle_pb2.BundleHeaderProto()
     try:
-        header.ParseFromString(table[0][1])
-    except DecodeError as e:
+        num_shards, endianness = _header(table[0][1])
+    except ValueError as e:
         raise FormatError(origin, "checkpoint index %s: unreadable bundle header (%s)" % (index, e)) from e
-    if not 1 <= header.num_shards <= MAX_SHARDS:
-        raise FormatError(origin, "checkpoint index %s declares %d data shards" % (index, header.num_shards))
+    if not 1 <= num_shards <= MAX_SHARDS:
+        raise FormatError(origin, "checkpoint index %s declares %d data shards" % (index, num_shards))
     shard_sizes = {}
-    known = set(types_pb2.DataType.values()) - {types_pb2.DT_INVALID, types_pb2.DT_RESOURCE}
     entries = {}
     for raw_key, value in table[1:]:
         key = raw_key.decode("utf-8", "replace")
-        entry = tensor_bundle_pb2.BundleEntryProto()
         try:
-            entry.ParseFromString(value)
-        except DecodeError as e:
+            entry = IndexEntry(value)
+        except ValueError as e:
             raise FormatError(origin, "checkpoint index entry %r is unreadable (%s)" % (key, e)) from e
-        if entry.dtype not in known or entry.dtype > 100:
+        if entry.dtype not in DTYPES:
             raise FormatError(origin, "tensor %s has dtype %d, which is no TensorFlow tensor dtype" % (key, entry.dtype))
-        if entry.shape.unknown_rank or any(d.size < 0 for d in entry.shape.dim):
-            raise FormatError(origin, "tensor %s declares the shape %s" % (key, [d.size for d in entry.shape.dim]))
-        elements = 1
-        for d in entry.shape.dim:
-            elements *= d.size
-        if elements > MAX_ELEMENTS:
-            raise FormatError(origin, "tensor %s declares %d elements" % (key, elements))
+        if entry.unknown_rank or any(d < 0 for d in entry.shape):
+            raise FormatError(origin, "tensor %s declares the shape %s" % (key, list(entry.shape)))
+        if entry.elements > MAX_ELEMENTS:
+            raise FormatError(origin, "tensor %s declares %d elements" % (key, entry.elements))
         if entry.slices:
             entries[key] = entry  # a partitioned variable: its slices are entries of their own
             continue
-        if entry.shard_id >= header.num_shards:
-            raise FormatError(origin, "tensor %s is in data shard %d of %d" % (key, entry.shard_id, header.num_shards))
-        shard = "%s.data-%05d-of-%05d" % (prefix, entry.shard_id, header.num_shards)
+        if not 0 <= entry.shard_id < num_shards:
+            raise FormatError(origin, "tensor %s is in data shard %d of %d" % (key, entry.shard_id, num_shards))
+        shard = "%s.data-%05d-of-%05d" % (prefix, entry.shard_id, num_shards)
         if shard not in shard_sizes:
             try:
                 shard_sizes[shard] = os.path.getsize(shard)
             except OSError:
                 raise FormatError(origin, "missing data shard %s" % shard) from None
         if entry.dtype not in VARIABLE_SIZE_DTYPES:
-            import tensorflow as tf
-            nbytes = elements * tf.dtypes.as_dtype(entry.dtype).size
+            nbytes = entry.elements * DTYPES[entry.dtype][1]
             if entry.size != nbytes:
                 raise FormatError(origin, "tensor %s: the index declares %d bytes for %s %s (%d bytes)"
-                                  % (key, entry.size, types_pb2.DataType.Name(entry.dtype),
-                                     tuple(d.size for d in entry.shape.dim), nbytes))
-        if entry.offset + entry.size > shard_sizes[shard]:
+                                  % (key, entry.size, DTYPES[entry.dtype][0], entry.shape, nbytes))
+        if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > shard_sizes[shard]:
             raise FormatError(origin, "tensor %s: the index places %d bytes at offset %d of %s, which holds %d "
                                       "bytes (truncated data file?)" % (key, entry.size, entry.offset, shard,
                                                                         shard_sizes[shard]))
         entries[key] = entry
-    return entries
+    return entries, num_shards, endianness
 
 
 class Bundle:
-    """A checkpoint bundle opened for lazy, one-tensor-at-a-time reading."""
+    """A checkpoint bundle opened for lazy, one-tensor-at-a-time reading.
+
+    The index is read in Python (`check_index`): shapes, dtypes and small tensors (the object
+    graph, step counters, hyperparameters; checksums verified) need no TensorFlow, so metadata
+    commands do not start it. Larger tensors are read through TensorFlow's CheckpointReader,
+    opened on first use, which verifies their checksums.
+    """
 
     def __init__(self, prefix, origin=None):
         self.prefix = prefix
@@ -224,15 +341,23 @@ class Bundle:
                                            "(bad table magic)" % index)
         # TensorFlow's reader aborts the whole process on some malformed entries (a negative
         # dimension) and allocates whatever an entry declares: check every entry first.
-        check_index(prefix, self.origin)
-        try:
-            import tensorflow as tf
-            self._reader = tf.train.load_checkpoint(prefix)
-            self.shapes = {k: tuple(int(d) for d in s) for k, s in self._reader.get_variable_to_shape_map().items()}
-            self.dtypes = {k: d for k, d in self._reader.get_variable_to_dtype_map().items()}
-        except Exception as e:  # TensorFlow raises OpError subclasses and RuntimeErrors here
-            raise FormatError(self.origin, "cannot open the checkpoint index: %s" % _one_line(e)) from e
+        self.entries, self.num_shards, self.endianness = check_index(prefix, self.origin)
+        # slices of partitioned variables are keyed by an encoding starting with a NUL byte; TF lists
+        # the whole variable only
+        self.shapes = {k: e.shape for k, e in self.entries.items() if not k.startswith("\0")}
+        self._reader = None
+        if os.path.getsize(index) > PY_CRC_LIMIT:
+            self._tf_reader()  # a large index: TensorFlow verifies its block checksums when it opens it
         self._check_shards()
+
+    def _tf_reader(self):
+        if self._reader is None:
+            try:
+                tf = import_tensorflow()
+                self._reader = tf.train.load_checkpoint(self.prefix)
+            except Exception as e:  # TensorFlow raises OpError subclasses and RuntimeErrors here
+                raise FormatError(self.origin, "cannot open the checkpoint index: %s" % _one_line(e)) from e
+        return self._reader
 
     def _check_shards(self):
         shards = [m for m in (_SHARD.search(p) for p in glob.glob(glob.escape(self.prefix) + ".data-*")) if m]
@@ -250,15 +375,17 @@ class Bundle:
                                            "(truncated data file?)" % (size, declared))
 
     def nbytes(self, key):
-        dtype = self.numpy_dtype(key)
-        if dtype is None or dtype.kind in "OSU":
-            return 0
-        return int(np.prod(self.shapes[key], dtype=np.int64)) * dtype.itemsize
+        entry = self.entries[key]
+        return entry.elements * DTYPES[entry.dtype][1]
 
     def numpy_dtype(self, key):
-        try:
-            return np.dtype(self.dtypes[key].as_numpy_dtype)
-        except (TypeError, AttributeError):
+        """The numpy dtype of a tensor (None when numpy has none, e.g. a resource)."""
+        code = self.entries[key].dtype
+        if code in NUMPY_DTYPES:
+            return np.dtype(NUMPY_DTYPES[code]).newbyteorder("=") if code != DT_STRING else np.dtype(object)
+        try:  # bfloat16, float8, quantized types: TensorFlow knows their numpy form
+            return np.dtype(import_tensorflow().dtypes.as_dtype(code).as_numpy_dtype)
+        except (TypeError, AttributeError, KeyError, ValueError):
             return None
 
     def __contains__(self, key):
@@ -271,16 +398,43 @@ class Bundle:
         """The tensor as numpy, checked against the index's shape and dtype."""
         if key not in self.shapes:
             raise FormatError(self.origin, "the checkpoint has no tensor %r" % key)
-        try:
-            value = np.asarray(self._reader.get_tensor(key))
-        except Exception as e:
-            raise FormatError(self.origin, "cannot read tensor %s: %s" % (key, _one_line(e))) from e
+        value = self._read_small(key, self.entries[key])
+        if value is None:
+            try:
+                value = np.asarray(self._tf_reader().get_tensor(key))
+            except FormatError:
+                raise
+            except Exception as e:
+                raise FormatError(self.origin, "cannot read tensor %s: %s" % (key, _one_line(e))) from e
         want = self.numpy_dtype(key)
         if tuple(value.shape) != self.shapes[key] or (want is not None and want.kind not in "OSU"
                                                       and value.dtype != want):
             raise FormatError(self.origin, "tensor %s: the index declares %s %s, the data holds %s %s"
                               % (key, want, self.shapes[key], value.dtype, tuple(value.shape)))
         return value
+
+    def _read_small(self, key, entry):
+        """A small tensor read straight from its shard with its checksum verified; None: TensorFlow reads it."""
+        if entry.slices or self.endianness != 0 or entry.dtype not in NUMPY_DTYPES:
+            return None
+        if entry.size > (PY_CRC_LIMIT if entry.dtype == DT_STRING else RAW_LIMIT):
+            return None
+        shard = "%s.data-%05d-of-%05d" % (self.prefix, entry.shard_id, self.num_shards)
+        try:
+            with open(shard, "rb") as f:
+                f.seek(entry.offset)
+                data = f.read(entry.size)
+        except OSError as e:
+            raise FormatError(self.origin, "cannot read tensor %s: %s" % (key, e)) from e
+        if len(data) != entry.size:
+            raise FormatError(self.origin, "tensor %s: the data file ends early" % key)
+        if entry.dtype == DT_STRING:
+            return _read_strings(data, entry, key, self.origin)
+        if masked_crc32c(data) != entry.crc32c:
+            raise FormatError(self.origin, "tensor %s does not match its checksum (crc32c): the data file is "
+                                           "corrupt" % key)
+        return np.frombuffer(bytearray(data), np.dtype(NUMPY_DTYPES[entry.dtype]).newbyteorder("=")) \
+            .reshape(entry.shape)
 
     def tensor(self, key):
         """A LazyTensor for `key` (nothing is read until it is loaded)."""
@@ -305,25 +459,101 @@ class Bundle:
         return ObjectGraph.parse(self.read(GRAPH_KEY), self.origin)
 
 
+class _Ref:
+    __slots__ = ("node_id", "local_name")
+
+
+class _Attr:
+    __slots__ = ("name", "full_name", "checkpoint_key")
+
+
+class _SlotRef:
+    __slots__ = ("original_variable_node_id", "slot_name", "slot_variable_node_id")
+
+
+class _Node:
+    __slots__ = ("children", "attributes", "slot_variables")
+
+
+def _text(value):
+    if not isinstance(value, bytes):
+        raise ValueError("a string field holds a number")
+    return value.decode("utf-8")
+
+
+def _message(raw, cls, fields):
+    """An object of `cls` with `fields` ({number: (attribute, decode)}) read from a message."""
+    if not isinstance(raw, bytes):
+        raise ValueError("a message field holds a number")
+    obj = cls()
+    for _, (name, decode) in fields.items():
+        setattr(obj, name, decode(b"") if decode is _text else 0)
+    for number, value in _fields(raw):
+        if number in fields:
+            name, decode = fields[number]
+            setattr(obj, name, decode(value))
+    return obj
+
+
+def _int32(value):
+    if isinstance(value, bytes):
+        raise ValueError("an integer field holds bytes")
+    return _signed(value)
+
+
+_REF = {1: ("node_id", _int32), 2: ("local_name", _text)}
+_ATTR = {1: ("name", _text), 2: ("full_name", _text), 3: ("checkpoint_key", _text)}
+_SLOT = {1: ("original_variable_node_id", _int32), 2: ("slot_name", _text), 3: ("slot_variable_node_id", _int32)}
+
+
+def _parse_node(raw):
+    if not isinstance(raw, bytes):
+        raise ValueError("a node is not a message")
+    node = _Node()
+    node.children, node.attributes, node.slot_variables = [], [], []
+    for number, value in _fields(raw):
+        if number == 1:
+            node.children.append(_message(value, _Ref, _REF))
+        elif number == 2:
+            node.attributes.append(_message(value, _Attr, _ATTR))
+        elif number == 3:
+            node.slot_variables.append(_message(value, _SlotRef, _SLOT))
+    return node
+
+
+def parse_object_graph(data):
+    """The nodes of a serialized `TrackableObjectGraph` (children, attributes, slot variables)."""
+    return [_parse_node(value) for number, value in _fields(data) if number == 1]
+
+
 class ObjectGraph:
     """The `TrackableObjectGraph` of an object-based checkpoint: nodes, named edges, slots."""
 
-    def __init__(self, proto, origin):
-        self.proto = proto
+    def __init__(self, nodes, data, origin):
+        self.nodes = nodes
         self.origin = origin
-        self.nodes = proto.nodes
+        self._data = data
+        self._proto = None
+
+    @property
+    def proto(self):
+        """TensorFlow's message for the graph (for writers that copy it; reading needs none)."""
+        if self._proto is None:
+            import_tensorflow()
+            from tensorflow.core.protobuf import trackable_object_graph_pb2
+            self._proto = trackable_object_graph_pb2.TrackableObjectGraph()
+            self._proto.ParseFromString(self._data)
+        return self._proto
 
     @classmethod
     def parse(cls, raw, origin):
-        from tensorflow.core.protobuf import trackable_object_graph_pb2
-        proto = trackable_object_graph_pb2.TrackableObjectGraph()
         try:
-            data = raw.item() if hasattr(raw, "item") else raw
-            proto.ParseFromString(bytes(data))
-        except Exception as e:  # google.protobuf.message.DecodeError and friends
+            data = bytes(raw.item() if hasattr(raw, "item") else raw)
+            nodes = parse_object_graph(data)
+        except (ValueError, TypeError, UnicodeDecodeError) as e:
             raise FormatError(origin, "the object graph (%s) is not a valid TrackableObjectGraph: %s"
                               % (GRAPH_KEY, _one_line(e))) from e
-        graph = cls(proto, origin)
+        graph = cls(nodes, data, origin)
         graph._check()
         return graph
 
@@ -386,6 +616,39 @@ class ObjectGraph:
         return out
 
 
+def _read_strings(data, entry, key, origin):
+    """A string tensor as TensorFlow's bundle stores it, both of its checksums verified.
+
+    Layout: a varint64 length per element, the masked CRC-32C of those lengths (each taken as
+    a little-endian uint32, or uint64 above 4 GiB), then the bytes. The entry's checksum covers
+    the lengths in that fixed-width form, the stored length checksum and the bytes.
+    """
+    n = int(np.prod(entry.shape, dtype=np.int64))
+    try:
+        i, lengths = 0, []
+        for _ in range(n):
+            length, i = _varint(data, i)
+            lengths.append(length)
+    except ValueError as e:
+        raise FormatError(origin, "tensor %s: corrupt string lengths (%s)" % (key, e)) from e
+    fixed = b"".join(length.to_bytes(4 if length <= 0xFFFFFFFF else 8, "little") for length in lengths)
+    crc = crc32c(fixed)
+    stored = data[i:i + 4]
+    if len(stored) != 4 or _mask(crc) != int.from_bytes(stored, "little"):
+        raise FormatError(origin, "tensor %s does not match its length checksum: the data file is corrupt" % key)
+    i += 4
+    if i + sum(lengths) != len(data):
+        raise FormatError(origin, "tensor %s: its strings do not fill the %d bytes the index declares"
+                          % (key, len(data)))
+    if _mask(crc32c(data[i:], crc32c(stored, crc))) != entry.crc32c:
+        raise FormatError(origin, "tensor %s does not match its checksum (crc32c): the data file is corrupt" % key)
+    out = np.empty(n, dtype=object)
+    for k, length in enumerate(lengths):
+        out[k] = data[i:i + length]
+        i += length
+    return out.reshape(entry.shape)
+
+
 def key_path(key):
     """`layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE` -> `layer_with_weights-0/kernel`."""
     return key[: -len(VALUE_SUFFIX)] if key.endswith(VALUE_SUFFIX) else key
@@ -420,7 +683,7 @@ def _to_tensor(value):
     `tf.constant` copies a numpy array twice (once in Python, once into the tensor); the
     EagerTensor constructor it ends in copies it once.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
     if isinstance(value, np.ndarray) and value.dtype.kind not in "OSU":
         try:
             from tensorflow.python.eager import context
@@ -444,7 +707,7 @@ def write_bundle(prefix, items, progress=None):
     beside it and `MergeV2Checkpoints` renames their data files into the shards
     `<prefix>.data-K-of-N` and writes one index (no byte is copied twice).
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
     from ..schema import materialize
     items = sorted(items, key=lambda kv: kv[0])
     keys = [k for k, _ in items]
@@ -507,7 +770,7 @@ def write_bundle(prefix, items, progress=None):
 
 
 def _save(prefix, names, tensors):
-    import tensorflow as tf
+    tf = import_tensorflow()
     try:
         tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
     except Exception as e:  # tf.errors.OpError
