@@ -255,12 +255,35 @@ def _translate_sequential(config, where):
             "dtype": _keras3_dtype(None), "layers": layers}
 
 
+def _keras3_with_modules(config3):
+    """A Keras 3 config as its `.keras` files hold it: Keras 3's legacy `.h5` serialization omits
+    every `module` (and the model's `registered_name` / `build_config`), which its `.keras`
+    loader needs to find the classes."""
+    if "module" in config3:
+        return config3
+    layers = config3["config"].get("layers") or []
+    for layer in layers:
+        if isinstance(layer, dict) and "module" not in layer:
+            custom = ">" in str(layer.get("class_name"))
+            layer["module"] = None if custom else KERAS3_LAYERS_MODULE
+            layer.setdefault("registered_name", layer.get("class_name") if custom else None)
+            if isinstance(layer.get("config"), dict):
+                layer["config"] = {k: _keras3_object(v, k) for k, v in layer["config"].items()}
+    if bare(config3.get("class_name")) == "Sequential":
+        first = next((l["config"].get("batch_shape") for l in layers
+                      if isinstance(l, dict) and isinstance(l.get("config"), dict) and l["config"].get("batch_shape")),
+                     None)
+        return dict(config3, module="keras", registered_name=None, build_config={"input_shape": first})
+    return dict(config3, module="keras.src.models.functional", registered_name="Functional",
+                build_config={"input_shape": None})
+
+
 def keras3_model_config(model_config, where, keras_version=None):
     """The Keras 3 form of a Keras 2 Functional or Sequential model config (plain JSON data)."""
     if not isinstance(model_config, dict) or not isinstance(model_config.get("config"), dict):
         raise FormatError(where, "the model config is not a JSON object with a config")
     if is_keras3_config(model_config, keras_version):
-        return copy.deepcopy(model_config)
+        return _keras3_with_modules(copy.deepcopy(model_config))
     class_name = bare(model_config.get("class_name"))
     config = model_config["config"]
     if class_name in ("Functional", "Model") and "input_layers" in config:

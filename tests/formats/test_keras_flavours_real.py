@@ -215,3 +215,18 @@ def test_tf_keras_loss_scale_carried_into_keras3(tmp_path):
     assert _keras3_lso_scale(converted.optimizer) == (float(opt.loss_scale), int(opt.dynamic_counter)) == (4096.0, 1)
     for got, want in zip(converted.trainable_weights, model.trainable_weights):
         np.testing.assert_allclose(np.asarray(got), want.numpy(), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("case_id", ["k315/keras3/adam_lso", "k315/keras3/sgd_emb"])
+def test_keras3_h5_becomes_a_keras3_keras(case_id, tmp_path):
+    """Keras 3's own .h5 (its config serialized without modules, which its .keras loader needs) upgraded to .keras:
+    Keras 3 loads it with the optimizer state (and a LossScaleOptimizer's scale) and continues exactly."""
+    import keras
+    case = CASES[case_id]
+    report = kom.upgrade(case.file("m.h5"), tmp_path / "m.keras")
+    assert report.continuation == "exact"
+    model = keras.models.load_model(tmp_path / "m.keras")
+    assert int(model.optimizer.iterations) == case.truth["iterations"]
+    if "lso" in case_id:
+        assert _keras3_lso_scale(model.optimizer) == (2048.0, 1)
+    assert _continue(model, case) <= TOLERANCE
