@@ -127,6 +127,23 @@ def open_weights(path, check_crc=False):
             raise FormatError(path, "%s is not a readable HDF5 file (%s)" % (WEIGHTS, str(e).splitlines()[0])) from e
 
 
+class TensorOpener:
+    """Opens the archive's weights again to read one tensor (see `kc.lazy_dataset`).
+
+    The member's CRC-32 is checked once before the first tensor larger than a scalar is read;
+    scalars (a step counter `inspect` shows) are read without that pass over the whole member.
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def __call__(self):
+        return open_weights(self.path, check_crc=True)
+
+    def small(self):
+        return open_weights(self.path)
+
+
 # -- the weights file ------------------------------------------------------------------
 
 def numbered(group, path):
@@ -222,7 +239,11 @@ def variables_from_config(f, layers, path, warnings, prefix=None):
 
 
 def model_payload(f, model_config, path, keras_version, opener=None):
-    """ModelPayload of an archive: every layer's variables (trainable or not) in config order."""
+    """ModelPayload of an archive: every layer's variables (trainable or not) in config order.
+
+    With `opener` (a context manager function yielding the weights file again) the weights are
+    LazyTensors read one at a time when written; without it they are read now.
+    """
     layers = kc.model_layers(model_config, path)
     prefix, assigned = assign_groups(f, layers, path)
     weights, described, warnings = [], [], []
@@ -425,7 +446,7 @@ class KerasArchiveFormat(Format):
             model_config = _json_member(z, CONFIG, path)
         with open_weights(path) as f:
             payload = model_payload(f, model_config, path, metadata.get("keras_version"),
-                                    opener=lambda: open_weights(path, check_crc=True))
+                                    opener=TensorOpener(path))
         payload.extra["training_config"] = model_config.get("compile_config")
         return payload
 
@@ -489,8 +510,7 @@ class KerasArchiveFormat(Format):
             with open_weights(path) as f:
                 found = variables_from_config(f, layers, path, warnings)
                 found = _apply_hint(found, variables, warnings)
-                opener = lambda: open_weights(path, check_crc=True)  # noqa: E731
-                state = read_weights_file(f, path, info, found, opener, WEIGHTS + ":", warnings)
+                state = read_weights_file(f, path, info, found, TensorOpener(path), WEIGHTS + ":", warnings)
         except MappingError as e:
             raise FormatError(path, str(e)) from e
         except (OSError, KeyError, ValueError, TypeError) as e:

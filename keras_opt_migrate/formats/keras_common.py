@@ -105,12 +105,17 @@ def json_attr(obj, name, where, required=True):
 
 
 def lazy_dataset(ds, opener, where, label):
-    """A LazyTensor for dataset `ds`; `opener()` is a context manager yielding the h5py.File again."""
+    """A LazyTensor for dataset `ds`; `opener()` is a context manager yielding the h5py.File again.
+
+    An opener with a `small()` method uses it for scalars (the `.keras` reader checks the whole
+    member's CRC before the first larger tensor, not to show a step counter).
+    """
     name = ds.name
+    open_again = opener.small if ds.size <= 1 and hasattr(opener, "small") else opener
 
     def load():
         try:
-            with opener() as f:
+            with open_again() as f:
                 return np.asarray(h5_node(f, name, where, h5py.Dataset)[()])
         except (OSError, KeyError, ValueError, RuntimeError) as e:  # h5py: RuntimeError on corrupt metadata
             if isinstance(e, FormatError):
