@@ -73,6 +73,22 @@ def make_optimizer(generation, state):
     return cls(**_accepted(cls, config))
 
 
+def wrap_loss_scale(generation, optimizer, settings):
+    """The real loss-scale wrapper of `generation` around `optimizer` (tf_keras picks the legacy
+    LossScaleOptimizer or LossScaleOptimizerV3 by the inner optimizer's kind)."""
+    lib = keras_lib(generation)
+    if generation == "keras3":
+        return lib.optimizers.LossScaleOptimizer(optimizer, **settings)
+    return lib.mixed_precision.LossScaleOptimizer(optimizer, dynamic=True, **settings)
+
+
+def loss_scale(optimizer):
+    """(current scale, good steps) of a real loss-scale wrapper: Keras 3's or tf_keras' (legacy or V3)."""
+    if hasattr(optimizer, "dynamic_scale"):
+        return float(np.asarray(optimizer.dynamic_scale)), int(np.asarray(optimizer.step_counter))
+    return float(np.asarray(optimizer.loss_scale)), int(np.asarray(optimizer.dynamic_counter))
+
+
 def keras_resume(generation, case, restore):
     """Build the case's model in `generation`'s Keras, let `restore(model)` load the converted file,
     run the two continuation steps; returns (weights after, the model)."""
@@ -85,15 +101,18 @@ def keras_resume(generation, case, restore):
     return [np.asarray(w) for w in model.trainable_weights], model
 
 
-def tf1_namebased_resume(case, state, prefix):
-    """Graph mode: `get_variable` under the fixture's scopes, the real TF1 optimizer, `Saver.restore`."""
+def tf1_namebased_graph(model_kind, state):
+    """Graph mode: `get_variable` under the fixture's scopes and the real TF1 optimizer's `minimize`.
+
+    Returns (graph, session, parts); `tf1_namebased_run` restores a checkpoint into it and trains.
+    The session stays open so that one graph serves every checkpoint of the same optimizer config.
+    """
     t = tf()
     v1 = t.compat.v1
-    x_all, y_all = case.batches()
     graph = t.Graph()
     with graph.as_default():
         shapes = [tuple(v.shape) for v in state.variables]
-        if case.truth["model"] == "dense":
+        if model_kind == "dense":
             names = ["hidden/kernel", "hidden/bias", "out/kernel", "out/bias"]
             x = v1.placeholder(t.float32, (None, 5))
         else:
@@ -105,7 +124,7 @@ def tf1_namebased_resume(case, state, prefix):
             scope, _, var = name.partition("/")
             with v1.variable_scope(scope, reuse=v1.AUTO_REUSE):
                 made[name] = v1.get_variable(var, shape, t.float32, initializer=v1.zeros_initializer())
-        if case.truth["model"] == "dense":
+        if model_kind == "dense":
             h = t.tanh(t.matmul(x, made["hidden/kernel"]) + made["hidden/bias"])
         else:
             h = t.reshape(t.gather(made["emb/embeddings"], x), (-1, 12))
@@ -113,13 +132,28 @@ def tf1_namebased_resume(case, state, prefix):
         loss = t.reduce_mean(t.square(out - y))
         step = v1.train.get_or_create_global_step()
         train = make_optimizer("tf1", state).minimize(loss, global_step=step)
-        saver = v1.train.Saver()
-        with v1.Session(graph=graph) as sess:
-            sess.run(v1.global_variables_initializer())
-            saver.restore(sess, prefix)
-            for i in CONTINUE:
-                sess.run(train, {x: x_all[i], y: y_all[i]})
-            return [sess.run(made[n]) for n in names]
+        parts = {"x": x, "y": y, "train": train, "weights": [made[n] for n in names], "saver": v1.train.Saver(),
+                 "init": v1.global_variables_initializer()}
+    graph.finalize()
+    return graph, v1.Session(graph=graph), parts
+
+
+def tf1_namebased_run(sess, parts, case, prefix):
+    """Initialise every variable, `Saver.restore(prefix)`, one `minimize` step per continuation batch."""
+    x_all, y_all = case.batches()
+    with sess.graph.as_default():  # Saver.restore takes its eager path outside the graph
+        sess.run(parts["init"])
+        parts["saver"].restore(sess, prefix)
+        for i in CONTINUE:
+            sess.run(parts["train"], {parts["x"]: x_all[i], parts["y"]: y_all[i]})
+        return sess.run(parts["weights"])
+
+
+def tf1_namebased_resume(case, state, prefix):
+    """Graph mode: `get_variable` under the fixture's scopes, the real TF1 optimizer, `Saver.restore`."""
+    _, sess, parts = tf1_namebased_graph(case.truth["model"], state)
+    with sess:
+        return tf1_namebased_run(sess, parts, case, prefix)
 
 
 def tf1_objectbased_resume(case, state, prefix):
