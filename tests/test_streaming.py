@@ -163,3 +163,24 @@ def test_peak_memory_stays_near_the_largest_tensor(tmp_path):
     over = {name: peak for name, peak in result["peaks"].items() if peak > ceiling}
     assert not over, "peak RSS above %d MB (state %d MB, largest tensor %d MB): %s" % (
         ceiling >> 20, state >> 20, largest >> 20, {k: v >> 20 for k, v in over.items()})
+
+
+def test_read_back_check_catches_a_tensor_written_wrong(legacy, tmp_path, monkeypatch):
+    """TF checkpoint to TF checkpoint, the read-back compares TensorFlow's CRC-32C of what it wrote with
+    the source's instead of reading the bytes again: a tensor that reaches the file changed must still
+    be refused (and nothing left behind)."""
+    from keras_opt_migrate.formats import tf_bundle
+    real = tf_bundle._to_tensor
+    seen = []
+
+    def tamper(value):
+        if isinstance(value, np.ndarray) and value.shape == SIZES[1]:
+            seen.append(value.shape)
+            if len(seen) == 2:  # in key order the model's kernel comes first, then its slots
+                value = value + np.float32(1)
+        return real(value)
+
+    monkeypatch.setattr(tf_bundle, "_to_tensor", tamper)
+    with pytest.raises(kom.FormatError, match="does not read back"):
+        kom.convert(str(legacy / "src.ckpt"), tmp_path / "e.ckpt", "experimental", source_optimizer="adam")
+    assert len(seen) == 3 and os.listdir(tmp_path) == []

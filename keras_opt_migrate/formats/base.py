@@ -130,6 +130,7 @@ class Format:
     name = "format"
     description = ""
     can_write = False
+    checksums = None  # the LazyTensor.checksum kind the tensors read back from a written file carry
     needs_model = False
     generations = ()
     extensions = ()

@@ -20,7 +20,7 @@ from ..optimizers.spec import flag_configs
 from ..schema import OptimizerState, VariableSpec, materialize
 from .base import Format, ModelPayload
 from .mapping import attach_named, canonical_config, check_same_slots, strip_device_suffix
-from .tf_bundle import GRAPH_KEY, Bundle, looks_object_based, resolve_prefix, write_bundle
+from .tf_bundle import CHECKSUM_KIND, GRAPH_KEY, Bundle, looks_object_based, resolve_prefix, write_bundle
 from .tf_checkpoint import pick_spec, tf1_iterations
 
 STEP_KEY = "global_step"
@@ -41,6 +41,7 @@ class Tf1CheckpointFormat(Format):
     """
 
     name = "tf1_checkpoint"
+    checksums = CHECKSUM_KIND
     description = "TF1 name-based checkpoint (tf.compat.v1.train.Saver)"
     can_write = True
     needs_model = True

@@ -110,6 +110,7 @@ DTYPES = {1: ("DT_FLOAT", 4), 2: ("DT_DOUBLE", 8), 3: ("DT_INT32", 4), 4: ("DT_U
 NUMPY_DTYPES = {1: "<f4", 2: "<f8", 3: "<i4", 4: "|u1", 5: "<i2", 6: "|i1", 7: "O", 8: "<c8", 9: "<i8",
                 10: "|b1", 17: "<u2", 18: "<c16", 19: "<f2", 22: "<u4", 23: "<u8"}
 DT_STRING = 7
+CHECKSUM_KIND = "tf-bundle-crc32c"  # LazyTensor.checksum of bundle tensors: the masked CRC-32C of their bytes
 PY_CRC_LIMIT = 1 << 20  # index blocks and small tensors are checksummed in Python up to this size
 RAW_LIMIT = 1 << 16  # numeric tensors up to this size are read without TensorFlow
 
@@ -443,8 +444,13 @@ class Bundle:
         dtype = self.numpy_dtype(key)
         if dtype is None:
             raise FormatError(self.origin, "tensor %s has dtype %s, which has no numpy equivalent"
-                              % (key, self.dtypes[key]))
-        return LazyTensor(self.shapes[key], dtype, lambda: self.read(key), origin="%s:%s" % (self.origin, key))
+                              % (key, DTYPES[self.entries[key].dtype][0]))
+        entry = self.entries[key]
+        checksum = None
+        if not entry.slices and entry.dtype not in VARIABLE_SIZE_DTYPES and self.endianness == 0:
+            checksum = (CHECKSUM_KIND, entry.crc32c)
+        return LazyTensor(self.shapes[key], dtype, lambda: self.read(key), origin="%s:%s" % (self.origin, key),
+                          checksum=checksum)
 
     def scalar(self, key):
         value = self.read(key)

@@ -29,7 +29,8 @@ from ..optimizers.spec import GENERIC_TRACKED, LAYOUT_FLAGS, flag_configs, posit
 from ..schema import OptimizerState, VariableSpec, materialize
 from .base import Format, ModelPayload
 from .mapping import attach_named, attach_positional, canonical_config
-from .tf_bundle import GRAPH_KEY, VALUE_SUFFIX, Bundle, key_path, looks_object_based, resolve_prefix, write_bundle
+from .tf_bundle import (CHECKSUM_KIND, GRAPH_KEY, VALUE_SUFFIX, Bundle, key_path, looks_object_based, resolve_prefix,
+                        write_bundle)
 
 # Loss-scale state of the wrappers, under the schema's canonical extra names.
 LOSS_SCALE_CHILDREN = {"current_loss_scale": "loss_scale", "good_steps": "loss_scale_good_steps"}  # legacy, V3
@@ -66,6 +67,7 @@ class TfCheckpointFormat(Format):
     """
 
     name = "tf_checkpoint"
+    checksums = CHECKSUM_KIND
     description = "TensorFlow object-based checkpoint (save_weights TF format, tf.train.Checkpoint)"
     can_write = True
     needs_model = True

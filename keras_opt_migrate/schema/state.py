@@ -74,13 +74,16 @@ class LazyTensor:
     `LazyTensor.derived(source, fn)` is a tensor computed from another one when loaded.
     """
 
-    __slots__ = ("shape", "dtype", "_loader", "origin")
+    __slots__ = ("shape", "dtype", "_loader", "origin", "checksum")
 
-    def __init__(self, shape, dtype, loader: Callable[[], np.ndarray], origin=None):
+    def __init__(self, shape, dtype, loader: Callable[[], np.ndarray], origin=None, checksum=None):
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(dtype)
         self._loader = loader
         self.origin = origin
+        # (kind, value) of the stored bytes when the file records one (a TF bundle's CRC-32C): two
+        # tensors of one shape and dtype with equal checksums of one kind hold the same bytes
+        self.checksum = checksum
 
     def load(self):
         try:
