@@ -270,6 +270,7 @@ def run_all(args, workdir):
         info["build_s"] = wall
         with open(built, "w") as f:
             json.dump(info, f)
+    info["load_start"] = _load()
     src = os.path.join(workdir, "src", "legacy.ckpt")
     h5 = os.path.join(workdir, "legacy.h5")
     info["src_bytes"] = _du([os.path.join(workdir, "src")])
@@ -357,9 +358,29 @@ def table(info, results):
         elif "inspect" in r["name"]:
             target = "%s: wall %.2f s" % ("met" if r["wall"] < 1.0 else "missed", r["wall"])
         lines.append("| %s | %.2f | %.2f | %.0f | %s | %s | %s | %s |" % (
-            r["name"], r["wall"], r["work"], r["rss"] / 1e6, "-" if above is None else "%.0f" % (above / 1e6),
-            "-" if above is None else "%.2f" % (above / largest), target, r["note"]))
+            r["name"], r["wall"], r["work"], r["rss"] / 1e6, "-" if above is None else "%.0f" % max(0, above / 1e6),
+            "-" if above is None else "%.2f" % max(0.0, above / largest), target, r["note"]))
+    lines += ["", "Machine: %d CPU cores, load average %s at the start and %s at the end; Python %s; %s." % (
+        os.cpu_count(), info["load_start"], _load(), sys.version.split()[0], _versions())]
     return "\n".join(lines)
+
+
+def _load():
+    try:
+        return "%.1f" % os.getloadavg()[0]
+    except OSError:
+        return "?"
+
+
+def _versions():
+    from importlib import metadata
+    out = []
+    for name in ("tensorflow", "tf-keras", "keras", "h5py", "numpy"):
+        try:
+            out.append("%s %s" % (name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(out)
 
 
 if __name__ == "__main__":
