@@ -180,7 +180,7 @@ def test_subclass_overriding_update_step_keeps_its_own_step():
     assert max_abs_diff(values(ours_vars), values(ref_vars)) == 0.0
 
 
-def test_schedule_learning_rate_and_exclusions():
+def test_schedule_learning_rate_and_exclusions(xla_for_every_size):
     from keras_opt_migrate.optimizers.schedules import ExponentialDecay
     init, steps = gradient_stream(seed=11)
     for reference_ops, tolerance in ((False, TOLERANCE), (True, 0.0)):
@@ -199,7 +199,7 @@ def test_schedule_learning_rate_and_exclusions():
         ours.learning_rate = 0.1
 
 
-def test_learning_rate_set_between_steps_and_finalize_ema():
+def test_learning_rate_set_between_steps_and_finalize_ema(xla_for_every_size):
     def change(opt, t):
         if t == 7:
             opt.learning_rate = 0.002
@@ -215,8 +215,8 @@ def test_learning_rate_set_between_steps_and_finalize_ema():
         assert ours.learning_rate.numpy() == np.float32(0.002)
 
 
-def test_float64_and_shared_xla_traces():
-    """float64 variables take the fast path too; two variables of one shape share an XLA
+def test_float64_and_shared_xla_traces(xla_for_every_size):
+    """float64 variables take the fast path too; two variables of one shape share one XLA
     trace without updating each other's slots."""
     rng = np.random.RandomState(4)
     start = [rng.randn(3, 2), rng.randn(3, 2)]
@@ -228,5 +228,8 @@ def test_float64_and_shared_xla_traces():
         for g in grads:
             opt.apply_gradients(zip([tf.constant(x) for x in g], variables))
         results.append(values(variables) + _variables(opt))
+        if module is ex:
+            (compiled,) = opt._compiled.values()
+            assert compiled.experimental_get_tracing_count() == 1
     assert results[0][0].dtype == np.float64
     assert max_abs_diff(results[0], results[1]) <= 1e-12

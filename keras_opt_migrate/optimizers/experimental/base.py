@@ -19,15 +19,17 @@ What this base reproduces, because checkpoints and resumed runs depend on it:
 Two ways to run the update (`reference_ops`):
 * default (`reference_ops=False`): each algorithm's fast path (`_fast_update_step`): a
   fused TensorFlow training kernel whose formula is the 2.11+ rule, or the algorithm's op
-  sequence compiled with XLA (where XLA is available, CPU included), or a shorter op
-  sequence; sparse gradients are applied as the dense tensor they stand for where the
-  2.11+ rule touches every row anyway. Same rule, different rounding: results stay within
-  1e-6 of tf_keras over 20 steps (tests/optimizers/test_experimental_parity.py), not bit
-  for bit. Weight decay is applied per variable just before its own update (no update
-  reads another variable, so the order is equivalent). The fast path is not used on a
-  DTensor mesh, under a tf.distribute strategy, for variables that are not plain float32 /
-  float64 resource variables, or when a subclass overrides `update_step` without
-  `_fast_update_step`; those steps run the reference ops.
+  sequence compiled with XLA (where XLA is available, CPU included; variables of fewer than
+  `fast.XLA_MIN_ELEMENTS` elements run it uncompiled), or a shorter op sequence; sparse
+  gradients are applied as the dense tensor they stand for where the 2.11+ rule touches
+  every row anyway. Same rule, different rounding: over 20 steps model variables stay
+  within 1e-6 of tf_keras' and slots within 1e-6 relative
+  (tests/optimizers/test_experimental_parity.py), not bit for bit. Weight decay is applied
+  per variable just before its own update (no update reads another variable, so the order
+  is equivalent). The fast path is not used on a DTensor mesh, under a tf.distribute
+  strategy, for variables that are not plain float32 / float64 resource variables, or when
+  a subclass overrides `update_step` without `_fast_update_step`; those steps run the
+  reference ops.
 * `reference_ops=True`: tf_keras 2.21's exact op sequence (`update_step`), bit for bit.
   `get_config` carries `reference_ops` only when it is True, so default configs equal
   tf_keras'.

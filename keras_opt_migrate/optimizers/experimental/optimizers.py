@@ -333,7 +333,7 @@ class Nadam(Optimizer):
     def _fast_update_step(self, gradient, variable, weight_decay):
         dtype = variable.dtype
         u_t, u_t_1, beta_1, beta_2, beta_2_power = nadam.schedule(self.iterations, self.beta_1, self.beta_2, dtype)
-        u_product_t = self._u_product_for_step(u_t)
+        u_product_t = tf.convert_to_tensor(self._u_product_for_step(u_t))  # (eagerly, the variable itself)
         step = self._xla(_nadam_xla, variable)
         step(variable, self._slot("_momentums", variable), self._slot("_velocities", variable), gradient,
              tf.cast(self.learning_rate, dtype), beta_1, beta_2, self.epsilon, u_t, u_t_1, u_product_t, beta_2_power,
