@@ -4,8 +4,8 @@ By default a 2.11+ optimizer here does not replay tf_keras' op sequence: each al
 applies the same update rule with fewer passes over memory, either through one of
 TensorFlow's fused training kernels (where the kernel's formula is the 2.11+ rule) or
 through its own op sequence compiled with XLA (`jit`). Results then differ from tf_keras'
-in the last bits (the parity tests bound this by 1e-6 over 20 steps);
-`reference_ops=True` replays tf_keras' exact op sequence instead.
+in the last bits (tests/optimizers/test_experimental_parity.py: model variables within 1e-6
+over 20 steps); `reference_ops=True` replays tf_keras' exact op sequence instead.
 
 Functions compiled with `jit` take every variable they touch as an argument (nothing is
 captured), so one trace and one XLA compilation serve every variable of the same shape and
@@ -16,6 +16,7 @@ variables it was traced with, and refuses to run once they are deleted.
 import platform
 
 import tensorflow as tf
+from tensorflow.python.ops import resource_variable_ops
 
 FLOAT_DTYPES = (tf.float32, tf.float64)
 
@@ -47,8 +48,8 @@ def jit(fn):
 
 
 def is_plain_variable(variable):
-    """A single-device resource variable whose handle the fused kernels can update in place."""
-    from tensorflow.python.ops import resource_variable_ops
+    """A single-device float resource variable whose handle the fused kernels can update in place
+    (not a distributed, DTensor-packed or autocast wrapper)."""
     return (isinstance(variable, resource_variable_ops.BaseResourceVariable)
             and not hasattr(variable, "_distributed_container") and variable.dtype in FLOAT_DTYPES)
 
@@ -61,12 +62,14 @@ def densify(grad, variable):
 
 
 def decay(variable, weight_decay, lr):
-    """The decoupled weight decay var -= var * wd * lr (`weight_decay` None: nothing)."""
+    """The decoupled weight decay var -= var * (wd * lr) in two passes (`weight_decay` None:
+    nothing); for the fused-kernel paths."""
     if weight_decay is not None:
         variable.assign_sub(variable * (weight_decay * lr))
 
 
 def decay_in_graph(variable, weight_decay, lr):
-    """The same, as tf_keras writes it (for bodies compiled by XLA, which fuses it anyway)."""
+    """The same as tf_keras writes it, (var * wd) * lr: for the bodies compiled by XLA, which
+    fuses it anyway, and which run uncompiled (bit-identical to tf_keras) on small variables."""
     if weight_decay is not None:
         variable.assign_sub(variable * weight_decay * lr)
