@@ -787,6 +787,14 @@ def _convert_loss_scale(state, target, report):
 
 # -- continuation -------------------------------------------------------------------------
 
+KERAS3_SPARSE_CAVEAT = ("for variables with sparse gradients (embeddings) the continuation differs: Keras 3 applies an "
+                        "IndexedSlices gradient without summing repeated ids first, the other generations sum them")
+
+
+def _crosses_keras3_sparse_rule(state, target, target_spec):
+    return (state.generation == "keras3") != (target.generation == "keras3") and target_spec.name in SQUARES_GRADIENTS
+
+
 def _judge_continuation(state, source_spec, target, target_spec, substitute_note, report):
     source_rule = source_spec.update_rule(state.generation, state.config)
     target_rule = target_spec.update_rule(target.generation, target.config)
@@ -796,6 +804,8 @@ def _judge_continuation(state, source_spec, target, target_spec, substitute_note
         report.continuation, report.continuation_reason = DIFFERENT, "some state was zero-initialised"
     elif substitute_note:
         report.continuation, report.continuation_reason = FLOAT_TOLERANCE, substitute_note
+        if _crosses_keras3_sparse_rule(state, target, target_spec):
+            report.continuation_reason += "; " + KERAS3_SPARSE_CAVEAT
     elif source_spec.name != target_spec.name:
         report.continuation = DIFFERENT
         report.continuation_reason = "a different algorithm (%s -> %s)" % (source_spec.name, target_spec.name)
@@ -808,10 +818,8 @@ def _judge_continuation(state, source_spec, target, target_spec, substitute_note
     elif source_rule == target_rule:
         report.continuation = FLOAT_TOLERANCE
         report.continuation_reason = "same update rule; the generations' kernels may round differently"
-        if (state.generation == "keras3") != (target.generation == "keras3") and target_spec.name in SQUARES_GRADIENTS:
-            report.continuation_reason += (
-                "; for variables with sparse gradients (embeddings) the continuation differs: Keras 3 applies an "
-                "IndexedSlices gradient without summing repeated ids first, the other generations sum them")
+        if _crosses_keras3_sparse_rule(state, target, target_spec):
+            report.continuation_reason += "; " + KERAS3_SPARSE_CAVEAT
     else:
         notes = target_spec.rule_notes
         report.continuation = DIFFERENT

@@ -184,3 +184,12 @@ def test_a_loss_scale_the_source_did_not_store_restarts_and_the_report_says_so()
     assert "loss scale restarts at initial_scale" in report.continuation_reason
     v1, report = migrate(h5, "v1")
     assert "wrapper" not in v1.source and ("dropped", "wrapper") in {(i.action, i.kind) for i in report.items}
+
+
+def test_a_substitute_across_the_keras3_boundary_keeps_the_sparse_caveat():
+    lazy = _state("lazyadam", "v2", ["momentum", "velocity"], {"learning_rate": 0.01})
+    _, report = migrate(lazy, "keras3")
+    assert "LazyAdam's state is Adam's" in report.continuation_reason
+    assert "Keras 3 applies an IndexedSlices gradient without summing repeated ids" in report.continuation_reason
+    _, report = migrate(lazy, "experimental")
+    assert "IndexedSlices" not in report.continuation_reason
