@@ -231,16 +231,16 @@ def _translate_functional(config, where):
 
 
 def _translate_sequential(config, where):
-    layers, shape, dtype = [], None, "float32"
+    layers, shape = [], None
     for i, layer in enumerate(config.get("layers") or []):
         class_name, name = _check_supported(layer, where)
         cfg = layer.get("config") or {}
         if class_name == "InputLayer":
-            out, shape, dtype = _translate_input(layer, where)
+            out, shape, _ = _translate_input(layer, where)
             layers.append(out)
             continue
         if shape is None and cfg.get("batch_input_shape") is not None:
-            shape, dtype = list(cfg["batch_input_shape"]), _compute_dtype(cfg.get("dtype"))
+            shape = list(cfg["batch_input_shape"])
             layers.append(_input_layer("input_layer", shape, cfg.get("dtype")))
         entry = {"module": KERAS3_LAYERS_MODULE, "class_name": class_name,
                  "config": _layer_config(class_name, cfg, where, name), "registered_name": None}
