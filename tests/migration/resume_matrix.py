@@ -493,22 +493,13 @@ def check(result):
 
 # -- known faults ---------------------------------------------------------------------------------
 
-def _case(job):
-    return job.case.truth["case"]
-
-
 # (predicate over a job, reason): converter faults this matrix found, each expected to fail until
-# fixed (strict xfail: a fix makes the test fail until its entry is removed here).
-KNOWN_FAULTS = [
-    (lambda job: job.case.truth["label"] == "k315" and job.source == "m.h5" and job.fmt == "keras_archive",
-     "formats/keras_model.keras3_model_config copies a Keras 3 .h5 model config verbatim into the .keras archive, "
-     "but that config is in Keras 3's legacy-h5 serialization (no `module` keys): keras.models.load_model raises "
-     "\"Could not locate class 'Functional'\""),
-    (lambda job: _case(job) == "lazyadam_emb" and job.target == "keras3" and job.source != "m.keras",
-     "the LazyAdam -> Adam substitute note replaces the Keras 3 sparse-gradient caveat: the report for "
-     "LazyAdam -> Keras 3 Adam only warns about rows absent from the batch (every id is in every batch here), not "
-     "that Keras 3 applies repeated ids unsummed, which is what differs (max |w - after| 3.9e-3)"),
-]
+# fixed (strict xfail: a fix makes the test fail until its entry is removed here). Found and since
+# fixed: SavedModel configs' `__tuple__` shapes in .keras (83034c7); Keras 3 .h5 configs copied
+# verbatim into .keras (5ce39ba); partial conversions that dropped state or zero-initialised a counter the
+# update reads judged float-tolerance, and Keras 3's gradient-accumulation counter reaching a TF
+# checkpoint writer (f9744da); LazyAdam -> Keras 3 Adam losing the Keras 3 sparse caveat (19c9111).
+KNOWN_FAULTS = []
 
 
 def params(job_list):
