@@ -5,9 +5,14 @@ The optimizer state is in `sm/variables/variables`, an object-based checkpoint w
 checkpoint cannot tell is in `sm/keras_metadata.pb`, a `SavedMetadata` protobuf: one node
 per Keras object, each with a JSON `metadata` string. The root's JSON has
 `training_config.optimizer_config` (the algorithm and its config) and each layer's node
-(`root.layer_with_weights-0`) its name, which names the model variables (`hidden/kernel`).
-The protobuf is decoded here from its wire format: no graph is loaded, nothing is run, and
-tf_keras is not needed.
+(`root.layer_with_weights-0`) its name, which names the model variables (`hidden/kernel`)
+and whether the layer is trainable. The protobuf is decoded here from its wire format: no
+graph is loaded, nothing is run, and tf_keras is not needed.
+
+Which model variables the optimizer updates (the trainable ones: not BatchNormalization's
+moving statistics, not a frozen layer's weights) is recorded in `saved_model.pb`: its
+`SavedObjectGraph` has the same nodes as the checkpoint's object graph, each variable with
+its `trainable` flag. That message is only parsed; its functions are never loaded.
 """
 
 import json
@@ -77,7 +82,9 @@ class SavedModelFormat(Format):
         graph = bundle.object_graph()
         if graph is None:
             raise FormatError(origin, "%s has no object graph" % VARIABLES_PREFIX)
-        payload = model_payload(bundle, graph, origin, self.name, rename=lambda p: _rename(p, layer_names))
+        trainable = trainable_variables(_saved_model_message(path), graph, nodes, path)
+        payload = model_payload(bundle, graph, origin, self.name, rename=lambda p: _rename(p, layer_names),
+                                trainable=trainable)
         payload.config = plain_config(root.get("model_config"), meta_path)
         payload.keras_version = root.get("keras_version")
         payload.extra["training_config"] = root.get("training_config")
@@ -144,8 +151,13 @@ class SavedModelFormat(Format):
         graph = bundle.object_graph()
         if graph is None:
             raise FormatError(origin, "%s has no object graph" % VARIABLES_PREFIX)
+        message = _saved_model_message(path)
+        trainable = trainable_variables(message, graph, nodes, path)
+        if trainable is None:
+            warnings.append("saved_model.pb records no variables: every model variable is taken as trainable")
         state = read_object_graph(bundle, graph, origin, optimizer=hint, variables=variables, config=config,
-                                  rename=lambda p: _rename(p, layer_names), file_config=file_config)
+                                  rename=lambda p: _rename(p, layer_names), file_config=file_config,
+                                  trainable=trainable)
         state.warnings.extend(warnings)
         wrapper = _wrapper_config(root)
         if wrapper:
@@ -155,7 +167,7 @@ class SavedModelFormat(Format):
             state.source["class_name"] = class_name
         if root.get("keras_version"):
             state.source["keras_version"] = root["keras_version"]
-        tf_version = _tensorflow_version(path)
+        tf_version = _tensorflow_version(message)
         if tf_version:
             state.source["tensorflow_version"] = tf_version
         return state
@@ -220,27 +232,93 @@ def _keep_all_but_optimizer(graph, bundle, where):
     return writer, opt
 
 
-def _tensorflow_version(path):
-    """The TF version recorded in `saved_model.pb` (parsed as a protobuf; the graph is not loaded).
+def _saved_model_message(path):
+    """The parsed `saved_model.pb` (or `.pbtxt`), or None when neither is there.
 
-    A `saved_model.pb` that does not parse makes the directory corrupt, although the state
-    itself lives in `variables/`.
+    Only parsed as a protobuf: the graph is not loaded and no function is run. A file that does
+    not parse makes the directory corrupt, although the state itself lives in `variables/`.
     """
-    pb = os.path.join(path, SAVED_MODEL_FILES[0])
-    if not os.path.isfile(pb):
+    pb = next((os.path.join(path, f) for f in SAVED_MODEL_FILES if os.path.isfile(os.path.join(path, f))), None)
+    if pb is None:
         return None
     from .._tensorflow import import_tensorflow
     import_tensorflow()  # quietly, before its protobuf modules import it
+    from google.protobuf import text_format
     from tensorflow.core.protobuf import saved_model_pb2
     message = saved_model_pb2.SavedModel()
     try:
         with open(pb, "rb") as f:
-            message.ParseFromString(f.read())
-    except Exception as e:  # google.protobuf DecodeError, OSError
+            data = f.read()
+        if pb.endswith(".pbtxt"):
+            text_format.Parse(data.decode("utf-8"), message)
+        else:
+            message.ParseFromString(data)
+    except Exception as e:  # google.protobuf DecodeError / ParseError, OSError, UnicodeDecodeError
         raise FormatError(pb, "not a readable SavedModel protobuf (%s)"
                           % (str(e).splitlines() or [type(e).__name__])[0]) from e
+    return message
+
+
+def _tensorflow_version(message):
+    """The TF version recorded in a parsed `saved_model.pb`."""
+    if message is None:
+        return None
     versions = {g.meta_info_def.tensorflow_version for g in message.meta_graphs} - {""}
     return sorted(versions)[0] if versions else None
+
+
+def trainable_variables(message, graph, metadata, where):
+    """Node ids of the checkpoint's model variables that `model.trainable_variables` holds, or None.
+
+    A variable is trainable when its `SavedVariable` in `saved_model.pb` says so (not
+    BatchNormalization's moving statistics) and no layer it belongs to is frozen
+    (`"trainable": false` in the layer's `keras_metadata.pb` node; Keras 2 keeps a frozen
+    layer's variables trainable but leaves them out of `trainable_variables`). The SavedModel
+    writer numbers the `SavedObjectGraph` like the checkpoint's object graph; each model
+    variable's name is checked against the checkpoint's before the flags are used (the
+    optimizer's own nodes are not: a rewritten SavedModel renumbers them). None when the file
+    has no object graph with variables (nothing is known).
+    """
+    if message is None or len(message.meta_graphs) != 1:
+        return None
+    saved = message.meta_graphs[0].object_graph_def.nodes
+    flags = {i: n.variable for i, n in enumerate(saved) if n.WhichOneof("kind") == "variable"}
+    if not flags:
+        return None
+    pb = os.path.join(where, SAVED_MODEL_FILES[0])
+    opt = graph.child(0, "optimizer")
+    trainable = set()
+    for node_id in graph.paths(0, skip={opt} if opt is not None else ()):
+        node = graph.nodes[node_id]
+        if not any(a.name == "VARIABLE_VALUE" for a in node.attributes):
+            continue
+        variable = flags.get(node_id)
+        ours = next((a.full_name for a in node.attributes if a.name == "VARIABLE_VALUE"), "")
+        if variable is None or (ours and variable.name and variable.name != ours):
+            raise FormatError(pb, "its object graph does not match %s's: node %d is variable %r there, %r in the "
+                                  "checkpoint; the directory mixes files of different saves"
+                              % (VARIABLES_PREFIX, node_id, variable.name if variable is not None else None, ours))
+        if variable.trainable:
+            trainable.add(node_id)
+    for node_path, meta in metadata.items():
+        if meta.get("trainable") is False:
+            frozen = _resolve(graph, node_path)
+            if frozen is not None:
+                trainable -= set(graph.paths(frozen))
+    return trainable
+
+
+def _resolve(graph, node_path):
+    """The checkpoint node at a metadata path (`root.layer_with_weights-1`), or None."""
+    parts = node_path.split(".")
+    if parts[0] != "root":
+        return None
+    node = 0
+    for name in parts[1:]:
+        node = graph.child(node, name)
+        if node is None:
+            return None
+    return node
 
 
 def _rename(path, layer_names):

@@ -177,12 +177,14 @@ def choose_root(generation, model, root=None):
     return (model.extra or {}).get("checkpoint_root") or "save_weights"
 
 
-def model_payload(bundle, graph, origin, source_format, rename=None):
+def model_payload(bundle, graph, origin, source_format, rename=None, trainable=None):
     """The model's weights in an object-based checkpoint, with their object paths (for the writers).
 
     Names are the variables' own names (`hidden/kernel`, the graph's `full_name`), paths the
     object paths under the model (`layer_with_weights-0/kernel`). Keras 3 checkpoints keep
     the model's trainable weights only, under the optimizer (`_trainable_variables/K`).
+    trainable: node ids of the trainable variables when the file records them (a SavedModel);
+    otherwise the v2 slot edges tell, and without those every weight counts as trainable.
     """
     root = 0
     model_node = graph.child(root, "model")
@@ -202,6 +204,8 @@ def model_payload(bundle, graph, origin, source_format, rename=None):
                                 extra={"checkpoint_root": "checkpoint", "keras3": True})
         slotted = {orig for orig, _, _ in graph.slot_variables(found.node)}
         trainable_ids = slotted or None
+    if trainable is not None:
+        trainable_ids = set(trainable)
     names = graph.paths(model_root, skip={opt_node} if opt_node is not None else set())
     for node_id in _model_variables(graph, model_root, opt_node):
         key = graph.value_key(node_id)
@@ -223,12 +227,15 @@ def _full_name(graph, node_id):
 
 
 def read_object_graph(bundle, graph, origin, *, optimizer=None, variables=None, config=None, rename=None,
-                      file_config=None):
+                      file_config=None, trainable=None):
     """The `OptimizerState` of an object-based checkpoint (also used for SavedModel variables).
 
     optimizer: algorithm hint (user or file metadata); variables: model variables hint;
     config: user config hint; file_config: the optimizer config a file's metadata holds;
-    rename: function object path -> model variable name (SavedModel layer names).
+    rename: function object path -> model variable name (SavedModel layer names);
+    trainable: node ids of the model's trainable variables when the file records them (a
+    SavedModel's object graph does): the others (BatchNormalization's moving statistics, frozen
+    layers) have no optimizer state, which matters where only the build order links the two.
     """
     root = 0
     opt_node = graph.child(root, "optimizer")
@@ -243,10 +250,10 @@ def read_object_graph(bundle, graph, origin, *, optimizer=None, variables=None, 
     name_of = _namer(graph, names, rename)
     if found.generation in ("experimental", "keras3"):
         state = _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of,
-                                 optimizer, variables, config)
+                                 optimizer, variables, config, trainable=trainable)
     else:
         state = _read_named(bundle, graph, origin, found, model_root, opt_node, name_of,
-                            optimizer, variables, config)
+                            optimizer, variables, config, trainable=trainable)
     keys = state.source.setdefault("keys", {})
     for canonical, key in found.extras.items():
         state.extra[canonical] = bundle.tensor(key)
@@ -301,9 +308,10 @@ def _namer(graph, paths, rename):
     return name_of
 
 
-def _model_variables(graph, model_root, opt_node):
+def _model_variables(graph, model_root, opt_node, trainable=None):
     """Variable nodes of the model in trainable build order: `layer_with_weights-K` in K order,
-    then each layer's variables in the order the layer tracked them."""
+    then each layer's variables in the order the layer tracked them (only those in `trainable`,
+    a set of node ids, when given)."""
     layers = sorted((int(m.group(1)), nid) for name, nid in graph.children(model_root).items()
                     for m in [_LAYER.match(name)] if m)
     ordered, seen = [], {opt_node}
@@ -320,7 +328,7 @@ def _model_variables(graph, model_root, opt_node):
 
     for _, node_id in layers:
         walk(node_id)
-    return ordered
+    return ordered if trainable is None else [n for n in ordered if n in trainable]
 
 
 def _specs_for(bundle, graph, nodes, name_of, hint, origin):
@@ -396,7 +404,7 @@ def _names(specs):
 
 
 # -- slot edges: OptimizerV2 and TF1 ----------------------------------------------------------------
-def _read_named(bundle, graph, origin, found, model_root, opt_node, name_of, hint, var_hint, config):
+def _read_named(bundle, graph, origin, found, model_root, opt_node, name_of, hint, var_hint, config, trainable=None):
     gen, node = found.generation, found.node
     table = graph.slot_variables(node)
     children = graph.children(node)
@@ -428,7 +436,7 @@ def _read_named(bundle, graph, origin, found, model_root, opt_node, name_of, hin
         tf1_iterations(state, bundle, found.extras.get("beta1_power"), origin)
 
     slotted = [orig for orig, _, _ in table]
-    model_vars = _model_variables(graph, model_root, opt_node)
+    model_vars = _model_variables(graph, model_root, opt_node, trainable)
     if slotted:
         order = [n for n in model_vars if n in set(slotted)]
         order += [n for n in dict.fromkeys(slotted) if n not in set(order)]  # table (creation) order
@@ -488,7 +496,8 @@ def _check_slot_shapes(state, origin):
 
 
 # -- positional: the 2.11+ optimizer and Keras 3 ------------------------------------------------------
-def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of, hint, var_hint, config):
+def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of, hint, var_hint, config,
+                     trainable=None):
     gen, node = found.generation, found.node
     children = graph.children(node)
     if "_variables" not in children:
@@ -502,7 +511,7 @@ def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of
     if gen == "keras3":
         var_nodes = graph.list_items(children["_trainable_variables"])
     else:
-        var_nodes = _model_variables(graph, model_root, opt_node)
+        var_nodes = _model_variables(graph, model_root, opt_node, trainable)
     variables = _specs_for(bundle, graph, var_nodes, name_of, var_hint, origin)
     tensors = []
     for i, nid in enumerate(graph.list_items(children["_variables"])):
