@@ -34,7 +34,9 @@ from .tf_bundle import (CHECKSUM_KIND, GRAPH_KEY, VALUE_SUFFIX, Bundle, key_path
 
 # Loss-scale state of the wrappers, under the schema's canonical extra names.
 LOSS_SCALE_CHILDREN = {"current_loss_scale": "loss_scale", "good_steps": "loss_scale_good_steps"}  # legacy, V3
-KERAS3_LOSS_SCALE = {"dynamic_scale": "loss_scale", "step_counter": "loss_scale_good_steps"}
+KERAS3_LOSS_SCALE = {"dynamic_scale": "loss_scale", "step_counter": "loss_scale_good_steps",  # and its own, unused:
+                     "_iterations": "loss_scale_optimizer_iterations",
+                     "_learning_rate": "loss_scale_optimizer_learning_rate"}
 _LAYER = re.compile(r"^layer_with_weights-(\d+)$")
 STEP_CHILD = "global_step"  # a step counter beside TF1 optimizers, which keep none themselves
 
@@ -81,7 +83,7 @@ class TfCheckpointFormat(Format):
                                             "schedule recomputes it from iterations", False)
         if state.generation in ("v2", "tf1") and "learning_rate" in state.extra:
             out["learning_rate"] = ("this generation keeps the learning rate as a hyperparameter (config)", False)
-        if state.generation in ("keras3", "tf1"):
+        if state.generation == "tf1":
             for name in state.extra:
                 if name.startswith("loss_scale"):
                     out[name] = ("writing a %s loss-scale wrapper is not supported; the loss scale restarts at "
@@ -898,8 +900,10 @@ def _write_positional(writer, opt, state, spec, var_nodes, generation):
         prefix = keras3_prefix(prefix) if prefix[:1].isupper() else prefix
     extras = dict(state.extra)
     scale = {k: extras.pop(k) for k in list(extras) if k in LOSS_SCALE_KEYS}
-    if scale and generation == "keras3":
-        raise FormatError(None, "writing a Keras 3 LossScaleOptimizer checkpoint is not supported")
+    wrapper = None
+    if scale and generation == "keras3":  # the inner optimizer's layout goes one level down
+        own = {k: extras.pop(k) for k in list(extras) if k in KERAS3_LSO_OUTER.values()}
+        wrapper, opt = opt, writer.link(opt, "inner_optimizer", writer.node())
     named_children = {"iterations": "_iterations", "learning_rate": "_learning_rate"}
     items, lists, missing = [], {}, []
     tracked = {canonical: attr for attr, canonical in dict(GENERIC_TRACKED, **spec.tracked.get(generation, {})).items()}
@@ -951,11 +955,41 @@ def _write_positional(writer, opt, state, spec, var_nodes, generation):
         if key is None:
             raise FormatError(None, "a %s %s checkpoint has no place for %r" % (generation, spec.name, canonical))
         writer.variable(_scalar(value, "float32"), "%s/%s" % (prefix, key.lstrip("_")), opt, key)
-    if scale:
+    if wrapper is not None:
+        _write_keras3_loss_scale(writer, wrapper, dict(own, **scale), var_nodes)
+    elif scale:
         node = writer.link(opt, "loss_scale", writer.node())
         for canonical, value in scale.items():
             child = LOSS_SCALE_KEYS[canonical]
             writer.variable(_scalar(value, "int64" if child == "good_steps" else "float32"), child, node, child)
+
+
+# Keras 3 LossScaleOptimizer's own variables, in the order of its `_variables` list: child name ->
+# (canonical extra, dtype, value when the state has none: the wrapper's unused iteration and learning rate).
+KERAS3_LSO_OUTER = {"_iterations": "loss_scale_optimizer_iterations", "_learning_rate":
+                    "loss_scale_optimizer_learning_rate", "step_counter": "loss_scale_good_steps",
+                    "dynamic_scale": "loss_scale"}
+_KERAS3_LSO_VARIABLES = {"_iterations": ("int64", 0, "iteration"), "_learning_rate": ("float32", 0.0, "learning_rate"),
+                         "step_counter": ("int64", 0, "step_counter"), "dynamic_scale": ("float32", None, "dynamic_scale")}
+
+
+def _write_keras3_loss_scale(writer, opt, values, var_nodes):
+    """Keras 3's LossScaleOptimizer under `opt` (its inner optimizer already at `inner_optimizer`).
+
+    As Keras 3.15 checkpoints it: the wrapper is an optimizer of its own with `_iterations` and
+    `_learning_rate` (never updated: the inner optimizer counts the steps), `step_counter` and
+    `dynamic_scale`, those four listed in its `_variables`, and the model's variables in its
+    `_trainable_variables` like the inner optimizer's.
+    """
+    items = []
+    for child, canonical in KERAS3_LSO_OUTER.items():
+        dtype, default, short = _KERAS3_LSO_VARIABLES[child]
+        value = values.get(canonical, default)
+        if value is None:
+            raise FormatError(None, "the Keras 3 LossScaleOptimizer's %s is not in the state" % canonical)
+        items.append(writer.variable(_scalar(value, dtype), "loss_scale_optimizer/%s" % short, opt, child))
+    writer.list_node(opt, "_variables", items)
+    writer.list_node(opt, "_trainable_variables", var_nodes)
 
 
 def add_optimizer(writer, opt, state, var_nodes, var_names):
