@@ -44,7 +44,8 @@ BASE_KEYS = {
     "v1": {"learning_rate", "decay", "clipnorm", "clipvalue"},
     "v2": {"name", "learning_rate", "decay", "clipnorm", "clipvalue", "global_clipnorm"},
     "experimental": {"name", "learning_rate", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
-                     "ema_momentum", "ema_overwrite_frequency", "jit_compile", "is_legacy_optimizer"},
+                     "ema_momentum", "ema_overwrite_frequency", "jit_compile", "is_legacy_optimizer",
+                     "reference_ops"},  # reference_ops: our own 2.11+ optimizers' switch (tf_keras' exact ops)
     "keras3": {"name", "learning_rate", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
                "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps"},
     "tf1": {"name", "learning_rate", "use_locking"},

@@ -84,6 +84,16 @@ def test_v1_adam_placeholders_dropped_and_recreated():
     assert all(back.slots[v.name]["velocity_hat"].shape == (1,) for v in VARS)
 
 
+def test_reference_ops_of_our_2_11_optimizers_is_dropped_and_reported_for_other_generations():
+    state = _state("adam", "experimental", ["momentum", "velocity"], {"learning_rate": 0.01, "reference_ops": True})
+    for to in ("keras3", "v2"):
+        target, report = migrate(state, to)
+        assert "reference_ops" not in target.config
+        assert [(i.action, i.kind) for i in report.items if i.name == "reference_ops"] == [("dropped", "config")]
+    same, report = migrate(state, "experimental")
+    assert same.config["reference_ops"] is True and not [i for i in report.items if i.name == "reference_ops"]
+
+
 def test_strict_conversion_refuses_uncertain_state_and_partial_reports_it():
     state = _state("adam", "keras3", ["momentum", "velocity", "average"], {"learning_rate": 0.01, "use_ema": True})
     with pytest.raises(kom.MappingError, match="EMA") as e:
