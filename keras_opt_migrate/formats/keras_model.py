@@ -232,7 +232,7 @@ def _translate_functional(config, where):
 
 def _translate_sequential(config, where):
     layers, shape = [], None
-    for i, layer in enumerate(config.get("layers") or []):
+    for layer in config.get("layers") or []:
         class_name, name = _check_supported(layer, where)
         cfg = layer.get("config") or {}
         if class_name == "InputLayer":
