@@ -130,6 +130,16 @@ def _target_format(dst, fmt, source_format):
     return formats.get_format("tf_checkpoint")
 
 
+def _formats_holding(generation):
+    """The writable formats that hold `generation`'s state, for error messages (`*.h5 (h5), ...`)."""
+    out = []
+    for fmt in formats.REGISTRY:
+        if fmt.can_write and generation in (fmt.generations or ()) and fmt.name not in ("native", "savedmodel"):
+            out.append("%s (%s)" % ("/".join("*" + e for e in fmt.extensions), fmt.name) if fmt.extensions
+                       else "a %s" % fmt.description)
+    return " or ".join(out) or "no Keras format (only the native state file)"
+
+
 def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=False, dry_run=False,
             force=False, progress=None, source_optimizer=None, variables=None, source_config=None):
     """Convert the optimizer state in `src` to generation `to` and write it to `dst`.
@@ -149,8 +159,8 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
     if not fmt.can_write:
         raise FormatError(dst, "writing the %s format is not supported" % fmt.name)
     if fmt.generations and to not in fmt.generations:
-        raise FormatError(dst, "the %s format cannot hold %s optimizer state; it holds %s"
-                          % (fmt.name, to, ", ".join(fmt.generations)))
+        raise FormatError(dst, "the %s format cannot hold %s optimizer state; it holds %s; for %s state, write %s"
+                          % (fmt.name, to, ", ".join(fmt.generations), to, _formats_holding(to)))
     report.target_format = fmt.name
     _drop_unwritable(fmt, target, report)
     if dry_run:

@@ -203,3 +203,13 @@ def test_a_substitute_across_the_keras3_boundary_keeps_the_sparse_caveat():
     assert "Keras 3 applies an IndexedSlices gradient without summing repeated ids" in report.continuation_reason
     _, report = migrate(lazy, "experimental")
     assert "IndexedSlices" not in report.continuation_reason
+
+
+def test_a_format_that_cannot_hold_the_generation_names_the_ones_that_can(tmp_path):
+    from corpus import FIXTURES
+    with pytest.raises(kom.FormatError) as e:
+        kom.convert(FIXTURES / "k221" / "v2" / "adam" / "m.h5", tmp_path / "o.keras", "v2")
+    message = str(e.value)
+    assert "cannot hold v2" in message and "*.h5" in message and "*.ckpt" in message and "\n" not in message
+    assert "SavedModel" not in message  # written only from a SavedModel of the same generation
+    assert not any(tmp_path.iterdir())
