@@ -163,9 +163,10 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
                           % (fmt.name, to, ", ".join(fmt.generations), to, _formats_holding(to)))
     report.target_format = fmt.name
     _drop_unwritable(fmt, target, report)
+    model = _read_model(src) if fmt.needs_model else None
+    fmt.check_writable(target, dst, model=model)  # a refusal that depends on the source, before anything is staged
     if dry_run:
         return report
-    model = _read_model(src) if fmt.needs_model else None
     with _staged_output(dst, force) as staged:
         digests = {}
         fmt.write(_recording(target, digests, fmt.checksums), staged, model=model, progress=progress)

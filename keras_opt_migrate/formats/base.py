@@ -152,6 +152,13 @@ class Format:
     def write(self, state, path, **options):
         raise FormatError(path, "the %s format cannot be written yet" % self.name)
 
+    def check_writable(self, state, path, model=None):
+        """Raise FormatError now if `write` would refuse `state` (with `model`) for `path`.
+
+        `api.convert` calls it before staging anything, and on `--dry-run` too, so a refusal that
+        depends on the source (not only on the target generation) is reported without writing.
+        """
+
     def unwritable(self, state):
         """{extra name: (why, changes_trajectory)} for non-slot state this format has no place for.
 

@@ -96,9 +96,12 @@ class SavedModelFormat(Format):
         payload.extra["layers"] = list(layers.values())
         return payload
 
-    def write(self, state, path, model=None, progress=None, **options):
-        """Copy the source SavedModel to `path` with `variables/variables` holding `state`."""
-        path = str(path)
+    def check_writable(self, state, path, model=None):
+        """A SavedModel is written from a SavedModel source whose graph holds `state`'s generation."""
+        self._source_graph(state, str(path), model)
+
+    def _source_graph(self, state, path, model):
+        """(source directory, its bundle, object graph) after checking `state` can be written from `model`."""
         if state.generation not in self.generations:
             raise FormatError(path, "a Keras 2 SavedModel holds %s optimizer state, not %s (Keras 3 cannot load "
                                     "SavedModels: write a .keras archive)" % ("/".join(self.generations),
@@ -117,6 +120,12 @@ class SavedModelFormat(Format):
                                     "Serving's restore op) refuse variables whose optimizer objects differ from it, so "
                                     "a SavedModel keeps a %s optimizer; for %s state, write %s"
                               % (own, own, state.generation, OTHER_GENERATION_ROUTES[state.generation]))
+        return source, bundle, graph
+
+    def write(self, state, path, model=None, progress=None, **options):
+        """Copy the source SavedModel to `path` with `variables/variables` holding `state`."""
+        path = str(path)
+        source, bundle, graph = self._source_graph(state, path, model)
         shutil.copytree(source, path, ignore=lambda d, names: [n for n in names if os.path.join(d, n).startswith(
             os.path.join(source, VARIABLES_PREFIX) + ".")])
         writer, opt = _keep_all_but_optimizer(graph, bundle, path)

@@ -56,6 +56,18 @@ def test_another_generation_inside_a_savedmodel_is_what_the_real_loaders_refuse(
             load(str(tmp_path / "forced"))
 
 
+def test_dry_run_reports_the_other_generation_refusal(tmp_path, capsys):
+    """The refusal depends on the source's graph, not only on the target: --dry-run says it too (exit 2, one
+    line, nothing written), and a same-generation dry run passes."""
+    from keras_opt_migrate.cli import main
+    src = str(LEGACY.file("sm"))
+    assert main(["convert", src, str(tmp_path / "sm_new"), "--to", "experimental", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds a v2 optimizer" in err and "Traceback" not in err
+    assert main(["convert", src, str(tmp_path / "sm_same"), "--to", "v2", "--dry-run"]) == 0
+    assert os.listdir(tmp_path) == []
+
+
 def test_legacy_savedmodel_to_a_tf_keras_keras_with_a_new_optimizer_resumes(tmp_path):
     """The route the refusal names: tf_keras load_model restores the 2.11+ optimizer's state from the .keras (a
     SavedModel's own load_model never restores optimizer state, LAYOUTS §7.2)."""
