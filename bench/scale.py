@@ -174,7 +174,12 @@ CHILDREN = {"build": child_build, "baseline": child_baseline, "tf_keras": child_
 # -- the parent ------------------------------------------------------------------------------------
 
 def warm(paths):
-    """Read `paths` once so every step starts with the same (warm) page cache."""
+    """Read `paths` once and flush written data, so every step starts from the same page cache.
+
+    Without the flush a step pays for the writeback of the previous step's output (the
+    kernel throttles a writer once enough dirty pages pile up).
+    """
+    os.sync()
     for p in paths:
         if not os.path.exists(p):
             continue
