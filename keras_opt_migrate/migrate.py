@@ -534,7 +534,9 @@ def _convert_iterations(state, target_spec, target_config, report, refusals):
 
 def _expected_slots(spec, generation, config, variables):
     if generation == "tf1":
-        return {i: {s: tuple(v.shape) for s in spec.names.get("tf1", {})} for i, v in enumerate(variables)}
+        # TF1 optimizers create their slots per variable; RMSProp's `mg` only when centered
+        slots = spec.tf1_suffix(config) if spec.tf1_suffix else tuple(spec.names.get("tf1", {}))
+        return {i: {s: tuple(v.shape) for s in slots} for i, v in enumerate(variables)}
     expected = {}
     for entry in positional_layout(spec, generation, config, [v.shape for v in variables],
                                    [v.dtype for v in variables]):
@@ -614,6 +616,10 @@ def _fill_missing(spec, target, slot, shape, var):
     if spec.name == "sgd" and slot == "momentum" and not target.config.get("momentum"):
         return LazyTensor.filled(shape, dtype, 0), "momentum 0: the 2.11+ SGD keeps this slot but never reads it, " \
                                                    "so 0 is exact", True
+    if spec.name == "rmsprop" and slot == "momentum" and target.generation == "tf1" and \
+            not target.config.get("momentum"):
+        return LazyTensor.filled(shape, dtype, 0), "momentum 0: TF1 RMSProp keeps this slot but overwrites it " \
+                                                   "before reading it, so 0 is exact", True
     if spec.name == "adafactor" and slot in ("r", "c") and tuple(shape) == ():
         return np.zeros(shape, np.int32 if target.generation == "keras3" else dtype), "placeholder", True
     if spec.name == "adam" and target.generation == "v1" and slot == "velocity_hat" and \

@@ -10,6 +10,7 @@ import pytest
 
 import keras_opt_migrate as kom
 from keras_opt_migrate.migrate import migrate, _u_product, _beta_power
+from keras_opt_migrate.schema import materialize
 
 VARS = [kom.VariableSpec("hidden/kernel", (5, 4)), kom.VariableSpec("hidden/bias", (4,))]
 
@@ -144,6 +145,21 @@ def test_tf1_rmsprop_decay_is_rho():
     target, report = migrate(state, "keras3")
     assert target.config["rho"] == 0.8 and not isinstance(target.config["learning_rate"], dict)
     assert ("renamed", "config", "rho") in actions(report)
+
+
+def test_rmsprop_without_momentum_to_tf1_fills_the_momentum_slot_exactly():
+    """TF1 RMSProp always keeps `momentum`; at momentum 0 it is overwritten before it is read, so a zero
+    fill is exact (no refusal). Epsilon's place differs from v2's plain RMSprop: the verdict says so."""
+    state = _state("rmsprop", "v2", ["velocity"], {"learning_rate": 0.01, "rho": 0.9, "momentum": 0.0,
+                                                   "epsilon": 1e-7, "centered": False})
+    target, report = migrate(state, "tf1")
+    assert set(target.slots["hidden/kernel"]) == {"velocity", "momentum"}
+    assert not np.any(np.asarray(materialize(target.slots["hidden/kernel"]["momentum"])))
+    fills = [i for i in report.items if i.action == "zero-initialised" and i.kind == "slot"]
+    assert len(fills) == 2 and all("0 is exact" in i.detail for i in fills)
+    assert report.continuation == "different" and "epsilon" in report.continuation_reason
+    with pytest.raises(kom.MappingError, match="momentum"):  # with momentum > 0 the slot's value matters
+        migrate(_state("rmsprop", "v2", ["velocity"], {"learning_rate": 0.01, "momentum": 0.5}), "tf1")
 
 
 def test_keras3_sparse_caveat_in_the_verdict():
