@@ -230,6 +230,10 @@ class _Refusals:
 def target_algorithm(state, to, optimizer=None):
     """(target spec, note) for converting `state` to generation `to`."""
     spec = get_spec(optimizer or state.optimizer)
+    source_name = get_spec(state.optimizer).name
+    if optimizer and spec.name != source_name and SUBSTITUTES.get(source_name, (None,))[0] == spec.name \
+            and to in spec.layouts:
+        return spec, SUBSTITUTES[source_name][1]  # the caller named the substitute itself: same verdict
     if to in spec.layouts:
         return spec, None
     if spec.name in SUBSTITUTES and not optimizer:

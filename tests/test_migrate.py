@@ -162,6 +162,16 @@ def test_rmsprop_without_momentum_to_tf1_fills_the_momentum_slot_exactly():
         migrate(_state("rmsprop", "v2", ["velocity"], {"learning_rate": 0.01, "momentum": 0.5}), "tf1")
 
 
+def test_lazyadam_to_adam_has_the_substitute_verdict_whether_or_not_adam_is_named():
+    state = _state("lazyadam", "v2", ["momentum", "velocity"], {"learning_rate": 0.01})
+    for named in (None, "adam"):
+        _, report = migrate(state, "v2" if named else "experimental", optimizer=named)
+        assert report.target_optimizer == "adam"
+        assert report.continuation == "float-tolerance" and "LazyAdam's state is Adam's" in report.continuation_reason
+    _, report = migrate(state, "experimental", optimizer="adamw", config={"weight_decay": 0.004})
+    assert report.continuation == "different" and "different algorithm" in report.continuation_reason
+
+
 def test_keras3_sparse_caveat_in_the_verdict():
     state = _state("adam", "v2", ["momentum", "velocity"], {"learning_rate": 0.01})
     _, report = migrate(state, "keras3")
