@@ -449,7 +449,7 @@ class Bundle:
         checksum = None
         if not entry.slices and entry.dtype not in VARIABLE_SIZE_DTYPES and self.endianness == 0:
             checksum = (CHECKSUM_KIND, entry.crc32c)
-        return LazyTensor(self.shapes[key], dtype, lambda: self.read(key), origin="%s:%s" % (self.origin, key),
+        return LazyTensor(self.shapes[key], dtype, _Stored(self, key), origin="%s:%s" % (self.origin, key),
                           checksum=checksum)
 
     def scalar(self, key):
@@ -463,6 +463,18 @@ class Bundle:
         if GRAPH_KEY not in self.shapes:
             return None
         return ObjectGraph.parse(self.read(GRAPH_KEY), self.origin)
+
+
+class _Stored:
+    """The loader of a bundle tensor: reads it, and tells a bundle writer where its bytes lie."""
+
+    __slots__ = ("bundle", "key")
+
+    def __init__(self, bundle, key):
+        self.bundle, self.key = bundle, key
+
+    def __call__(self):
+        return self.bundle.read(self.key)
 
 
 class _Ref:
@@ -703,8 +715,151 @@ def _to_tensor(value):
     return tf.constant(value)
 
 
+COPY_CHUNK = 64 << 20  # bytes per copy_file_range call (or per read/write where the kernel cannot copy)
+
+
+def stored_bytes(value):
+    """(source bundle, key, IndexEntry) when `value` is a bundle tensor whose stored bytes can be copied
+    verbatim into another bundle (same shape and dtype, little-endian, fixed-size, unsliced); else None."""
+    loader = getattr(value, "_loader", None) if isinstance(value, LazyTensor) else None
+    if not isinstance(loader, _Stored):
+        return None
+    bundle, key = loader.bundle, loader.key
+    entry = bundle.entries.get(key)
+    if entry is None or entry.slices or bundle.endianness != 0 or entry.dtype in VARIABLE_SIZE_DTYPES \
+            or entry.dtype not in NUMPY_DTYPES:
+        return None
+    if tuple(value.shape) != tuple(entry.shape) or value.dtype != bundle.numpy_dtype(key) \
+            or value.checksum != (CHECKSUM_KIND, entry.crc32c):
+        return None
+    return bundle, key, entry
+
+
+def _shard_path(bundle, entry):
+    return "%s.data-%05d-of-%05d" % (bundle.prefix, entry.shard_id, bundle.num_shards)
+
+
+def _copy_range(src, offset, length, dst_fd, where):
+    """Append `length` bytes of file `src` from `offset` to the open file `dst_fd` (kernel copy when it can)."""
+    try:
+        fd = os.open(src, os.O_RDONLY)
+    except OSError as e:
+        raise FormatError(where, "cannot read data shard %s: %s" % (src, e)) from e
+    try:
+        done, kernel = 0, hasattr(os, "copy_file_range")
+        while done < length:
+            n = min(COPY_CHUNK, length - done)
+            copied = None
+            if kernel:
+                try:
+                    copied = os.copy_file_range(fd, dst_fd, n, offset + done)
+                except OSError:  # another file system, or a kernel without it: copy through memory
+                    kernel = False
+            if copied is None:
+                data = os.pread(fd, n, offset + done)
+                copied = len(data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(dst_fd, view):]
+            if copied == 0:
+                raise FormatError(where, "data shard %s ends at byte %d, before the %d bytes at offset %d the "
+                                         "index places there (was it changed while converting?)"
+                                  % (src, offset + done, length, offset))
+            done += copied
+    finally:
+        os.close(fd)
+
+
 def write_bundle(prefix, items, progress=None):
     """Write (key, value) pairs as the tensor bundle `prefix`, holding about one batch in memory.
+
+    Tensors read from another bundle whose stored bytes can be reused unchanged (`stored_bytes`:
+    conversions that only rename keys) are not loaded: their byte ranges are copied from the source
+    shards into the new bundle's single data file, the other tensors (the object graph, derived or
+    new tensors) are saved by TensorFlow (`save_bundle`) beside it and appended, and the index is
+    written in Python (`tf_table`) with each copied tensor's CRC-32C taken from its source entry.
+    """
+    items = sorted(items, key=lambda kv: kv[0])
+    _check_unique(prefix, items)
+    copies = {key: found for key, found in ((k, stored_bytes(v)) for k, v in items) if found}
+    if not copies:
+        return save_bundle(prefix, items, progress)
+    from .tf_table import encode_entry, write_index
+    rest = [(k, v) for k, v in items if k not in copies]
+    stage = tempfile.mkdtemp(prefix=".%s.rest-" % os.path.basename(prefix),
+                             dir=os.path.dirname(os.path.abspath(prefix)))
+    try:
+        part = os.path.join(stage, "rest")
+        rest_entries, rest_shards = {}, 0
+        if rest:
+            save_bundle(part, rest, progress and (lambda done, total, key: progress(done, len(items), key)))
+            rest_entries, rest_shards, _ = check_index(part, prefix)
+        data = "%s.data-00000-of-00001" % prefix
+        entries, runs, position = {}, [], 0
+        # in source order, so each source shard is read front to back and adjacent tensors copied at once
+        for key, (bundle, _, entry) in sorted(copies.items(), key=lambda kv: (_shard_path(kv[1][0], kv[1][2]),
+                                                                               kv[1][2].offset)):
+            src = _shard_path(bundle, entry)
+            entries[key] = encode_entry(entry.dtype, entry.shape, 0, position, entry.size, entry.crc32c)
+            if runs and runs[-1][0] == src and runs[-1][1] + runs[-1][2] == entry.offset:
+                runs[-1][2] += entry.size
+            else:
+                runs.append([src, entry.offset, entry.size])
+            position += entry.size
+        fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for src, offset, length in runs:
+                _copy_range(src, offset, length, fd, prefix)
+            bases = []
+            for shard_id in range(rest_shards):
+                shard = "%s.data-%05d-of-%05d" % (part, shard_id, rest_shards)
+                bases.append(position)
+                size = os.path.getsize(shard)
+                _copy_range(shard, 0, size, fd, prefix)
+                position += size
+        finally:
+            os.close(fd)
+        for key, entry in rest_entries.items():
+            entries[key] = encode_entry(entry.dtype, entry.shape, 0, bases[entry.shard_id] + entry.offset,
+                                        entry.size, entry.crc32c)
+        write_index(prefix + INDEX_SUFFIX, 1, entries)
+        _verify_copies(prefix, sorted(copies), copies)
+        if progress:
+            for n, key in enumerate(sorted(copies), len(rest) + 1):
+                progress(n, len(items), key)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return 1
+
+
+def _verify_copies(prefix, keys, copies):
+    """TensorFlow reads every copied tensor of the new bundle, checking its bytes against the CRC-32C the
+    source recorded: damage in the source's data file, or a copy gone wrong, is refused here (the
+    read-back in `api.convert` only compares the checksums in the two indexes). One tensor at a time."""
+    tf = import_tensorflow()
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except Exception as e:  # OpError
+        raise FormatError(prefix, "the written checkpoint index does not open in TensorFlow: %s" % _one_line(e)) from e
+    for key in keys:
+        try:
+            reader.get_tensor(key)
+        except Exception as e:  # OpError: "Checksum does not match", a short read
+            bundle, source_key, _ = copies[key]
+            raise FormatError(prefix, "tensor %s, copied from %s of %s, does not match the checksum its source "
+                                      "recorded (%s): the source's data file is damaged or the copy failed"
+                              % (key, source_key, bundle.origin, _one_line(e))) from e
+
+
+def _check_unique(prefix, items):
+    keys = [k for k, _ in items]
+    if len(set(keys)) != len(keys):
+        raise FormatError(prefix, "two tensors would share a checkpoint key: %s"
+                          % sorted({k for k in keys if keys.count(k) > 1})[:3])
+
+
+def save_bundle(prefix, items, progress=None):
+    """Write (key, value) pairs through TensorFlow as the bundle `prefix`, holding about one batch in memory.
 
     value: a numpy array, a LazyTensor, bytes (a string scalar such as the object graph) or a
     callable returning one of them. Tensors are loaded in key order and handed to TensorFlow
@@ -716,10 +871,7 @@ def write_bundle(prefix, items, progress=None):
     tf = import_tensorflow()
     from ..schema import materialize
     items = sorted(items, key=lambda kv: kv[0])
-    keys = [k for k, _ in items]
-    if len(set(keys)) != len(keys):
-        raise FormatError(prefix, "two tensors would share a checkpoint key: %s"
-                          % sorted({k for k in keys if keys.count(k) > 1})[:3])
+    _check_unique(prefix, items)
     sizes = [_nbytes(v) for _, v in items]
     tensor_sizes = [s for (_, v), s in zip(items, sizes) if s is not None and not isinstance(v, (bytes, str))]
     limit = max([BATCH_FLOOR] + tensor_sizes)  # the object graph (bytes) does not set the batch size
