@@ -283,6 +283,7 @@ def run_all(args, workdir):
     log("state: %d params, checkpoint %.2f GB, .h5 %.2f GB" % (info["params"], info["src_bytes"] / 1e9,
                                                                  info["h5_bytes"] / 1e9))
     out = os.path.join(workdir, "out")
+    shutil.rmtree(out, ignore_errors=True)  # outputs of an earlier --keep run (--reuse keeps only the state)
     results = []
 
     def record(name, wall, rss, data, baseline=None, cp=None, note=""):
