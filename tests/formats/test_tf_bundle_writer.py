@@ -147,3 +147,24 @@ def test_copied_tensors_are_never_loaded(source, tmp_path):
     with track_loads() as stats:
         kom.convert(str(source / "src.ckpt"), str(tmp_path / "k3.ckpt"), "keras3", source_optimizer="adam")
     assert stats.largest <= 8, stats
+
+
+def test_a_source_of_several_data_shards_is_copied_from_each(source, monkeypatch, tmp_path):
+    """A checkpoint in several data shards (our SaveV2 batches merged by MergeV2Checkpoints) converts
+    through the copy path into one shard that TensorFlow reads with the same values."""
+    import glob
+    with monkeypatch.context() as m:
+        m.setattr(tf_bundle, "BATCH_FLOOR", 0)
+        m.setattr(tf_bundle, "stored_bytes", lambda value: None)
+        kom.convert(str(source / "src.ckpt"), str(tmp_path / "sharded.ckpt"), "experimental", source_optimizer="adam")
+    assert len(glob.glob(str(tmp_path / "sharded.ckpt.data-*"))) > 2
+    copied = []
+    real = tf_bundle._copy_range
+    monkeypatch.setattr(tf_bundle, "_copy_range", lambda *a: (copied.append(a[0]), real(*a))[1])
+    kom.convert(str(tmp_path / "sharded.ckpt"), str(tmp_path / "k3.ckpt"), "keras3", source_optimizer="adam",
+                config={"learning_rate": 0.001})
+    assert len({p for p in copied if "sharded.ckpt.data-" in p}) > 2
+    assert glob.glob(str(tmp_path / "k3.ckpt.data-*")) == [str(tmp_path / "k3.ckpt.data-00000-of-00001")]
+    src, out = _tf_tensors(tmp_path / "sharded.ckpt"), _tf_tensors(tmp_path / "k3.ckpt")
+    big = sorted(v.tobytes() for dt, v in src.values() if dt == "float32" and np.ndim(v) > 0)
+    assert sorted(v.tobytes() for dt, v in out.values() if dt == "float32" and np.ndim(v) > 0) == big
