@@ -136,7 +136,9 @@ class Format:
     extensions = ()
 
     def read_model(self, path):
-        raise FormatError(path, "the %s format holds no model weights to carry over" % self.name)
+        raise FormatError(path, "the %s format holds no model weights, and the output format needs them (its "
+                                "optimizer state hangs off the model's variables): convert from the original "
+                                "checkpoint or model file instead" % self.name)
 
     def validate(self, path):
         raise NotImplementedError
