@@ -50,9 +50,17 @@ def run_ours(class_name, kwargs, steps):
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_trajectory_weights_and_config_match_the_real_class(case):
     class_name, kwargs = case
-    want_traj, want_weights, want_config = run_keras_v1(class_name, kwargs, STEPS)
     got_traj, opt = run_ours(class_name, kwargs, STEPS)
-    worst = max(float(np.max(np.abs(g - w))) for gs, ws in zip(got_traj, want_traj) for g, w in zip(gs, ws))
+    # Keras v1 Adam/Adamax/Nadam read `iterations` for `decay` with no control dependency on its
+    # increment: a race in the real graph. The single-threaded executor almost always reads after the
+    # increment (what we implement, and what wrote the fixtures); under heavy load it was seen once
+    # to read before (3.7e-4 apart). Such a reference run is repeated, at most twice more.
+    racy = class_name in ("Adam", "Adamax", "Nadam") and kwargs.get("decay")
+    for _ in range(3 if racy else 1):
+        want_traj, want_weights, want_config = run_keras_v1(class_name, kwargs, STEPS)
+        worst = max(float(np.max(np.abs(g - w))) for gs, ws in zip(got_traj, want_traj) for g, w in zip(gs, ws))
+        if worst <= TOL:
+            break
     assert worst <= TOL, "max |ours - real| over %d steps = %g" % (STEPS, worst)
     moved = max(float(np.max(np.abs(g - w))) for g, w in zip(got_traj[-1], initial_values()))
     assert moved > 1e-2, "the parameters barely moved; the comparison would prove nothing"
