@@ -41,23 +41,9 @@ def _settle():
 
 def build(d):
     import numpy as np
-    import tensorflow as tf
-    import tf_keras
-    model = tf_keras.Sequential([tf_keras.Input((WIDTH,))]
-                                + [tf_keras.layers.Dense(WIDTH, name="h%d" % i) for i in range(HIDDEN)]
-                                + [tf_keras.layers.Dense(OUT, name="out")])
-    opt = tf_keras.optimizers.legacy.Adam()
-    opt._create_all_weights(model.trainable_variables)
-    rng = np.random.default_rng(0)
-    for var in model.trainable_variables:
-        shape = tuple(var.shape)
-        var.assign(rng.standard_normal(shape, dtype=np.float32))
-        opt.get_slot(var, "m").assign(rng.standard_normal(shape, dtype=np.float32))
-        opt.get_slot(var, "v").assign(rng.random(shape, dtype=np.float32))
-    opt.iterations.assign(5)
-    tf.train.Checkpoint(model=model, optimizer=opt).write(os.path.join(d, "src.ckpt"))
-    model.compile(optimizer=opt, loss="mse")
-    model.save(os.path.join(d, "m.h5"))
+    from legacy_adam import write_legacy_adam
+    model = write_legacy_adam(d, WIDTH, [("h%d" % i, WIDTH) for i in range(HIDDEN)] + [("out", OUT)], seed=0,
+                              iterations=5, h5=True)
     return sum(3 * int(np.prod(v.shape)) * 4 for v in model.trainable_variables)
 
 

@@ -25,6 +25,7 @@ from keras_opt_migrate import report
 from keras_opt_migrate.audit import audit
 from keras_opt_migrate.diff import diff
 from keras_opt_migrate.schema.state import LazyTensor, track_loads
+from legacy_adam import write_legacy_adam
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZES = [(24, 256), (256, 512), (512, 128), (128, 8)]  # Dense layers: the largest kernel is 256 x 512
@@ -33,22 +34,9 @@ SIZES = [(24, 256), (256, 512), (512, 128), (128, 8)]  # Dense layers: the large
 @pytest.fixture(scope="module")
 def legacy(tmp_path_factory):
     """A tf_keras legacy Adam state of 8 variables (24 tensors) as a tf.train.Checkpoint and a full-model .h5."""
-    import tensorflow as tf
-    import tf_keras
     d = tmp_path_factory.mktemp("streaming")
-    model = tf_keras.Sequential([tf_keras.Input((SIZES[0][0],))]
-                                + [tf_keras.layers.Dense(n, name="d%d" % i) for i, (_, n) in enumerate(SIZES)])
-    opt = tf_keras.optimizers.legacy.Adam()
-    opt._create_all_weights(model.trainable_variables)
-    rng = np.random.default_rng(1)
-    for var in model.trainable_variables:
-        var.assign(rng.standard_normal(var.shape, dtype=np.float32))
-        opt.get_slot(var, "m").assign(rng.standard_normal(var.shape, dtype=np.float32))
-        opt.get_slot(var, "v").assign(rng.random(var.shape, dtype=np.float32))
-    opt.iterations.assign(9)
-    tf.train.Checkpoint(model=model, optimizer=opt).write(str(d / "src.ckpt"))
-    model.compile(optimizer=opt, loss="mse")
-    model.save(str(d / "m.h5"))
+    write_legacy_adam(d, SIZES[0][0], [("d%d" % i, n) for i, (_, n) in enumerate(SIZES)], seed=1, iterations=9,
+                      h5=True)
     return d
 
 

@@ -10,24 +10,13 @@ import pytest
 
 import keras_opt_migrate as kom
 from keras_opt_migrate.formats import tf_bundle, tf_table
+from legacy_adam import write_legacy_adam
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    import tensorflow as tf
-    import tf_keras
     d = tmp_path_factory.mktemp("bundle_writer")
-    model = tf_keras.Sequential([tf_keras.Input((24,)), tf_keras.layers.Dense(256, name="a"),
-                                 tf_keras.layers.Dense(8, name="b")])
-    opt = tf_keras.optimizers.legacy.Adam()
-    opt._create_all_weights(model.trainable_variables)
-    rng = np.random.default_rng(3)
-    for var in model.trainable_variables:
-        var.assign(rng.standard_normal(var.shape, dtype=np.float32))
-        opt.get_slot(var, "m").assign(rng.standard_normal(var.shape, dtype=np.float32))
-        opt.get_slot(var, "v").assign(rng.random(var.shape, dtype=np.float32))
-    opt.iterations.assign(11)
-    tf.train.Checkpoint(model=model, optimizer=opt).write(str(d / "src.ckpt"))
+    write_legacy_adam(d, 24, [("a", 256), ("b", 8)], seed=3, iterations=11)
     return d
 
 
