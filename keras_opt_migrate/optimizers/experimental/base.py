@@ -439,6 +439,16 @@ class Optimizer(tf.__internal__.tracking.AutoTrackable):
             weight_decay = tf.cast(self.weight_decay, variable.dtype)
         self._fast_update_step(gradient, variable, weight_decay)
 
+    def _add_interleaved_slots(self, var_list, *slots):
+        """For each variable in turn, one zero slot per name in `slots` (tf_keras' interleaved build order),
+        kept in the per-variable lists `SLOT_LISTS` names."""
+        lists = {slot: [] for slot in slots}
+        for var in var_list:
+            for slot in slots:
+                lists[slot].append(self.add_variable_from_reference(var, slot))
+        for slot, values in lists.items():
+            setattr(self, self.SLOT_LISTS[slot], values)
+
     def _slot(self, attribute, variable):
         return getattr(self, attribute)[self._index_dict[self._var_key(variable)]]
 

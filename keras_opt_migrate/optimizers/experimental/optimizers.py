@@ -88,7 +88,7 @@ class SGD(Optimizer):
             raise ValueError("`momentum` must be between [0, 1]. Received: momentum=%s" % momentum)
 
     def _build_slots(self, var_list):
-        self.momentums = [self.add_variable_from_reference(v, "m") for v in var_list]
+        self._add_interleaved_slots(var_list, "m")
 
     def update_step(self, gradient, variable):
         sgd.update(variable, self._slot("momentums", variable), gradient, tf.cast(self.learning_rate, variable.dtype),
@@ -124,10 +124,7 @@ class Adam(Optimizer):
         self.amsgrad = amsgrad
 
     def _build_slots(self, var_list):
-        self._momentums, self._velocities = [], []
-        for var in var_list:
-            self._momentums.append(self.add_variable_from_reference(var, "m"))
-            self._velocities.append(self.add_variable_from_reference(var, "v"))
+        self._add_interleaved_slots(var_list, "m", "v")
         if self.amsgrad:
             self._velocity_hats = [self.add_variable_from_reference(var, "vhat") for var in var_list]
 
@@ -216,10 +213,7 @@ class Adadelta(Optimizer):
         self.epsilon = epsilon
 
     def _build_slots(self, var_list):
-        self._accumulated_grads, self._accumulated_delta_vars = [], []
-        for var in var_list:
-            self._accumulated_grads.append(self.add_variable_from_reference(var, "accumulated_grad"))
-            self._accumulated_delta_vars.append(self.add_variable_from_reference(var, "accumulated_delta_var"))
+        self._add_interleaved_slots(var_list, "accumulated_grad", "accumulated_delta_var")
 
     def update_step(self, gradient, variable):
         adadelta.update(variable, self._slot("_accumulated_grads", variable),
@@ -255,10 +249,7 @@ class Adamax(Optimizer):
         self.epsilon = epsilon
 
     def _build_slots(self, var_list):
-        self._m, self._u = [], []
-        for var in var_list:
-            self._m.append(self.add_variable_from_reference(var, "m"))
-            self._u.append(self.add_variable_from_reference(var, "u"))
+        self._add_interleaved_slots(var_list, "m", "u")
 
     def update_step(self, gradient, variable):
         adamax.update(variable, self._slot("_m", variable), self._slot("_u", variable), gradient,
@@ -293,12 +284,9 @@ class Nadam(Optimizer):
         self.epsilon = epsilon
 
     def _build_slots(self, var_list):
-        self._momentums, self._velocities = [], []
         self._u_product = tf.Variable(1.0, dtype=var_list[0].dtype)
         self._u_product_counter = int(self.iterations.numpy()) + 1  # tf_keras: 1 (see apply_gradients)
-        for var in var_list:
-            self._momentums.append(self.add_variable_from_reference(var, "m"))
-            self._velocities.append(self.add_variable_from_reference(var, "v"))
+        self._add_interleaved_slots(var_list, "m", "v")
 
     def _u_product_for_step(self, u_t):
         # See nadam.py: advanced by the first variable of a step, guarded by a Python counter.
@@ -480,7 +468,7 @@ class Lion(Optimizer):
                              .format(beta_1))
 
     def _build_slots(self, var_list):
-        self.momentums = [self.add_variable_from_reference(v, "m") for v in var_list]
+        self._add_interleaved_slots(var_list, "m")
 
     def update_step(self, gradient, variable):
         lion.update(variable, self._slot("momentums", variable), gradient,
