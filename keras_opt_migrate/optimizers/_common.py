@@ -6,7 +6,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from ..errors import KerasOptMigrateError
+from ..errors import KerasOptMigrateError, UnknownOptimizerError
 
 log = logging.getLogger("keras_opt_migrate")
 
@@ -97,3 +97,20 @@ def check_non_negative(**values):
     for key, value in values.items():
         if value is not None and not callable(value) and not tf.is_tensor(value) and value < 0:
             raise KerasOptMigrateError("`%s` must be >= 0. Received: %s=%r" % (key, key, value))
+
+
+def get_optimizer(identifier, own_class, deserialize):
+    """Keras' `optimizers.get` for one generation: an instance of `own_class` (or of our v1 generation)
+    as it is, a name or a `{"class_name", "config"}` dict through `deserialize`, and a
+    `tf.compat.v1.train.Optimizer` wrapped in our v1 `TFOptimizer`, as Keras wrapped it in its own."""
+    from . import v1
+    if isinstance(identifier, (own_class, v1.Optimizer, v1.TFOptimizer)):
+        return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if isinstance(identifier, str):
+        return deserialize({"class_name": identifier, "config": {}})
+    if isinstance(identifier, tf.compat.v1.train.Optimizer):
+        return v1.TFOptimizer(identifier)
+    raise UnknownOptimizerError("Could not interpret optimizer identifier: %r; expected an optimizer, a name, "
+                                "a {'class_name', 'config'} dict or a tf.compat.v1.train.Optimizer" % (identifier,))

@@ -2,6 +2,7 @@
 tensorflow-recommenders' ClippyAdagrad and (in `dtensor`) the DTensor SGD."""
 
 from ...errors import UnknownOptimizerError
+from .._common import get_optimizer
 from .base import Optimizer
 from .optimizers import (ALL, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW, ClippyAdagrad, Ftrl, Lion,
                          Nadam, RMSprop)
@@ -29,15 +30,6 @@ def deserialize(config, custom_objects=None):
 
 
 def get(identifier):
-    if isinstance(identifier, Optimizer):
-        return identifier
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        return deserialize({"class_name": identifier, "config": {}})
-    from ..v2 import wrap_tf1_optimizer
-    wrapped = wrap_tf1_optimizer(identifier)
-    if wrapped is not None:
-        return wrapped
-    raise UnknownOptimizerError("Could not interpret optimizer identifier: %r; expected an optimizer, a name, "
-                                "a {'class_name', 'config'} dict or a tf.compat.v1.train.Optimizer" % (identifier,))
+    """An optimizer from an instance, a name, a serialized config dict, or a `tf.compat.v1.train.Optimizer`
+    (wrapped in our v1 `TFOptimizer`)."""
+    return get_optimizer(identifier, Optimizer, deserialize)

@@ -5,6 +5,7 @@ case-insensitive, configs are `{"class_name", "config"}` dicts.
 """
 
 from ...errors import UnknownOptimizerError
+from .._common import get_optimizer
 from .base import OptimizerV2
 from .optimizers import ALL, SGD, Adadelta, Adagrad, Adam, Adamax, Ftrl, LazyAdam, Nadam, RMSprop, RMSProp
 
@@ -32,30 +33,6 @@ def deserialize(config, custom_objects=None):
 
 
 def get(identifier):
-    """An optimizer from an instance, a name (`"adam"`), or a serialized config dict.
-
-    A `tf.compat.v1.train.Optimizer` is wrapped in our v1-generation `TFOptimizer`, as Keras'
-    `optimizers.get` wrapped it in its own.
-    """
-    if isinstance(identifier, OptimizerV2):
-        return identifier
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        return deserialize({"class_name": identifier, "config": {}})
-    wrapped = wrap_tf1_optimizer(identifier)
-    if wrapped is not None:
-        return wrapped
-    raise UnknownOptimizerError("Could not interpret optimizer identifier: %r; expected an optimizer, a name, "
-                                "a {'class_name', 'config'} dict or a tf.compat.v1.train.Optimizer" % (identifier,))
-
-
-def wrap_tf1_optimizer(identifier):
-    """Our `TFOptimizer` around `identifier` if it is a TF1 optimizer (one of ours passes through), else None."""
-    from .. import v1
-    if isinstance(identifier, (v1.Optimizer, v1.TFOptimizer)):
-        return identifier
-    import tensorflow as tf
-    if isinstance(identifier, tf.compat.v1.train.Optimizer):
-        return v1.TFOptimizer(identifier)
-    return None
+    """An optimizer from an instance, a name (`"adam"`), a serialized config dict, or a
+    `tf.compat.v1.train.Optimizer` (wrapped in our v1 `TFOptimizer`)."""
+    return get_optimizer(identifier, OptimizerV2, deserialize)
