@@ -617,13 +617,10 @@ def _fill_missing(spec, target, slot, shape, var):
                 "boundary", True)
     if slot == "clipping_factor":
         return LazyTensor.filled(shape, dtype, 1), "ClippyAdagrad's exported clipping factor is output only", True
-    if spec.name == "sgd" and slot == "momentum" and not target.config.get("momentum"):
-        return LazyTensor.filled(shape, dtype, 0), "momentum 0: the 2.11+ SGD keeps this slot but never reads it, " \
-                                                   "so 0 is exact", True
-    if spec.name == "rmsprop" and slot == "momentum" and target.generation == "tf1" and \
-            not target.config.get("momentum"):
-        return LazyTensor.filled(shape, dtype, 0), "momentum 0: TF1 RMSProp keeps this slot but overwrites it " \
-                                                   "before reading it, so 0 is exact", True
+    unread = spec.unread.get(slot)
+    why = unread(target.generation, target.config) if unread else None
+    if why:
+        return LazyTensor.filled(shape, dtype, 0), why + ", so 0 is exact", True
     if spec.name == "adafactor" and slot in ("r", "c") and tuple(shape) == ():
         return np.zeros(shape, np.int32 if target.generation == "keras3" else dtype), "placeholder", True
     if spec.name == "adam" and target.generation == "v1" and slot == "velocity_hat" and \

@@ -49,6 +49,8 @@ SPEC = AlgorithmSpec(
     class_names={"v1": ("RMSprop",), "v2": ("RMSprop",), "experimental": ("RMSprop",), "keras3": ("RMSprop",),
                  "tf1": ("RMSPropOptimizer",)},
     slot_init={"velocity": 0.0, "momentum": 0.0, "average_gradient": 0.0},
+    unread={"momentum": lambda generation, c: "momentum 0: TF1 RMSProp keeps this slot but overwrites it before "
+            "reading it" if generation == "tf1" and not _momentum(c) else None},
     nonnegative=("velocity",),
     tf1_suffix=lambda c: ("velocity", "average_gradient", "momentum") if _centered(c) else ("velocity", "momentum"),
     tracked={g: {"_velocities": "velocity", "_momentums": "momentum", "_average_gradients": "average_gradient"}

@@ -31,6 +31,8 @@ SPEC = AlgorithmSpec(
     class_names={"v1": ("SGD",), "v2": ("SGD",), "experimental": ("SGD",), "keras3": ("SGD",),
                  "tf1": ("GradientDescentOptimizer",)},
     slot_init={"momentum": 0.0},
+    unread={"momentum": lambda generation, c: None if _has_momentum(c) else
+            "momentum 0: the 2.11+ SGD keeps this slot but never reads it"},
     tracked={"experimental": {"momentums": "momentum"}, "keras3": {"momentums": "momentum"}},
 )
 

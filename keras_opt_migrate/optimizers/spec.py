@@ -98,6 +98,9 @@ class AlgorithmSpec:
         conversion report.
     tf1_suffix: canonical slot order that decides TF1 name-based `<var>/<Name>`, `_1`, `_2` keys;
         a function of the config because RMSProp's depends on `centered`.
+    unread: canonical slot -> function(generation, config) returning why that generation keeps
+        the slot without ever reading its value under that config (so a zero fill is exact), or
+        None when the value matters.
     """
 
     name: str
@@ -113,6 +116,7 @@ class AlgorithmSpec:
     update_rules: Dict[str, object] = dataclasses.field(default_factory=dict)
     rule_notes: Dict[str, str] = dataclasses.field(default_factory=dict)
     tf1_suffix: Optional[Callable[[Mapping], Tuple[str, ...]]] = None
+    unread: Dict[str, Callable[[str, Mapping], Optional[str]]] = dataclasses.field(default_factory=dict)
     doc: str = ""
 
     @property
