@@ -95,6 +95,18 @@ def test_reference_ops_of_our_2_11_optimizers_is_dropped_and_reported_for_other_
     assert same.config["reference_ops"] is True and not [i for i in report.items if i.name == "reference_ops"]
 
 
+def test_converted_configs_build_the_real_classes_which_refuse_reference_ops():
+    """The drop matters: real Keras 3 and tf_keras legacy Adam refuse `reference_ops`, and take the converted config."""
+    import keras
+    import tf_keras
+    state = _state("adam", "experimental", ["momentum", "velocity"], {"learning_rate": 0.01, "reference_ops": True})
+    for to, cls in (("keras3", keras.optimizers.Adam), ("v2", tf_keras.optimizers.legacy.Adam)):
+        config = migrate(state, to)[0].config
+        assert float(cls(**config).get_config()["learning_rate"]) == pytest.approx(0.01)
+        with pytest.raises((TypeError, ValueError)):
+            cls(**dict(config, reference_ops=True))
+
+
 def test_strict_conversion_refuses_uncertain_state_and_partial_reports_it():
     state = _state("adam", "keras3", ["momentum", "velocity", "average"], {"learning_rate": 0.01, "use_ema": True})
     with pytest.raises(kom.MappingError, match="EMA") as e:
