@@ -116,8 +116,8 @@ class Tf1CheckpointFormat(Format):
         config = canonical_config(config)
         origin = str(path)
         slots, others = _split_keys(bundle.keys())
-        opt_name, spec, suffix_to_slot = _identify(slots, others, optimizer, config, origin)
-        state = OptimizerState(optimizer=spec.name, generation="tf1", config=config)
+        opt_name, spec, suffix_to_slot, candidates = _identify(slots, others, optimizer, config, origin)
+        state = OptimizerState(optimizer=spec.name, generation="tf1", config=config, candidates=candidates)
         state.source.update(format=self.name, path=origin, prefix=prefix, optimizer_name=opt_name)
         keys = state.source.setdefault("keys", {})
 
@@ -169,7 +169,8 @@ def _default_name(spec):
 
 
 def _identify(slots, others, hint, config, origin):
-    """(optimizer name in the keys, spec, {suffix: canonical slot}) from the key suffixes."""
+    """(optimizer name in the keys, spec, {suffix: canonical slot}, candidates) from the key suffixes
+    (candidates: the algorithms the keys cannot tell apart, see `pick_spec`)."""
     suffixes = {suffix for _, suffix, _ in slots}
     bases = {_NUMBERED.match(s).group(1) for s in suffixes}
     if len(bases) > 1:
@@ -197,8 +198,8 @@ def _identify(slots, others, hint, config, origin):
     if not fits and base is not None and not hint:
         raise MappingError("%s: slot keys `<var>/%s...` do not match the default name of any TF1 optimizer; "
                            "pass optimizer=... (CLI --optimizer)" % (origin, base))
-    spec = pick_spec(fits, "tf1", sorted(suffixes), origin, hint, what="slot key suffixes")
-    return base or _default_name(spec), spec, tables.get(spec.name, {})
+    spec, candidates = pick_spec(fits, "tf1", sorted(suffixes), origin, hint, what="slot key suffixes")
+    return base or _default_name(spec), spec, tables.get(spec.name, {}), candidates
 
 
 def _ordered(model_keys, prefix, hint=None):
