@@ -108,20 +108,47 @@ def state_signature(state):
     }
 
 
-def _describe(value, limit=160):
-    text = value if isinstance(value, str) else repr(value)
+def _is_token(value):
+    return isinstance(value, tuple) and len(value) >= 2 and value[0] in ("tensor", "value")
+
+
+def _render(value, limit=160):
+    """A signature part as text: tensor tokens become `a tensor` / its value, nothing else changes."""
+    if _is_token(value):
+        text = "a tensor" if value[0] == "tensor" else "a %s value" % np.dtype(value[1]).name
+    elif isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+        text = "shape %s" % (value,)
+    elif isinstance(value, (tuple, list)):
+        text = " ".join(_render(v, limit) for v in value)
+    else:
+        text = str(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _difference(a, b):
-    """(what, a's, b's) for the first labelled part where two signatures differ."""
+    """(what, a's, b's) for the first labelled part where two signatures differ; for lists, the
+    first differing entry."""
     for label in list(a) + [k for k in b if k not in a]:
-        if a.get(label) != b.get(label):
-            return label, a.get(label), b.get(label)
+        mine, theirs = a.get(label), b.get(label)
+        if mine == theirs:
+            continue
+        if isinstance(mine, list) and isinstance(theirs, list):
+            for i, (x, y) in enumerate(zip(mine, theirs)):
+                if x != y:
+                    return "%s entry %d" % (label, i), x, y
+            longer = mine if len(mine) > len(theirs) else theirs
+            return ("%s length" % label, "%d entries" % len(mine),
+                    "%d entries (next: %s)" % (len(theirs), _render(longer[min(len(mine), len(theirs))])))
+        return label, mine, theirs
     return None
 
 
-def migrate_candidates(state, to, signature, *, what="the output", prepare=None, **options):
+CONVERT_ADVICE = "pass --optimizer to say which algorithm wrote the file (source_optimizer=... in Python)"
+MIGRATE_ADVICE = ("read it as one of them: load_state(..., optimizer=...) or "
+                  "keras_opt_migrate.candidates.as_candidate(state, name)")
+
+
+def migrate_candidates(state, to, signature, *, what="the output", prepare=None, advice=CONVERT_ADVICE, **options):
     """(target, report) of `migrate` when every candidate of an ambiguous state gives the same
     `signature(target)`; MappingError naming the candidates and the first difference otherwise.
 
@@ -143,7 +170,6 @@ def migrate_candidates(state, to, signature, *, what="the output", prepare=None,
             results.append((name, target, report, signature(target)))
         except KerasOptMigrateError as e:
             failures.append((name, e))
-    advice = "pass --optimizer (optimizer=...) to say which algorithm wrote it"
     if failures and not results:
         raise failures[0][1]
     if failures:
@@ -158,9 +184,9 @@ def migrate_candidates(state, to, signature, *, what="the output", prepare=None,
             label, mine, theirs = diff
             raise MappingError("the file cannot tell %s apart, and %s differs between them: its %s would be %s "
                                "for %s, %s for %s; %s"
-                               % (phrase(state.candidates), what, label, _describe(mine), first_name,
-                                  _describe(theirs), name, advice))
+                               % (phrase(state.candidates), what, label, _render(mine), first_name,
+                                  _render(theirs), name, advice))
     report.source_candidates = list(state.candidates)
-    report.candidates_note = ("the file did not tell %s apart; %s is the same for every one of them"
-                              % (phrase(state.candidates), what))
+    report.candidates_note = ("the file did not tell %s apart; %s is the same for every one of them "
+                              "(compared: %s)" % (phrase(state.candidates), what, ", ".join(first)))
     return target, report

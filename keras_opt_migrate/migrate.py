@@ -259,13 +259,16 @@ def migrate(state, to, *, optimizer=None, config=None, partial=False):
     config: hyperparameters to set on the target (they win over the source's).
     partial: carry what can be carried and zero-initialise / drop the rest, reporting it,
         instead of raising MappingError.
+    A state whose file could not tell its algorithm (`state.candidates`) is converted for every
+    candidate; the result names its algorithm, so this goes ahead only where all candidates
+    become the same one (`api.convert` compares what the target format stores instead).
     """
     if to not in GENERATIONS:
         raise UnknownOptimizerError("unknown target generation %r; expected one of %s" % (to, ", ".join(GENERATIONS)))
     if state.ambiguous:  # the file could not tell the algorithm: go ahead only if that changes nothing
-        from .candidates import migrate_candidates, state_signature
-        return migrate_candidates(state, to, state_signature, what="the converted state", optimizer=optimizer,
-                                  config=config, partial=partial)
+        from .candidates import MIGRATE_ADVICE, migrate_candidates, state_signature
+        return migrate_candidates(state, to, state_signature, what="the converted state", advice=MIGRATE_ADVICE,
+                                  optimizer=optimizer, config=config, partial=partial)
     source_spec = get_spec(state.optimizer)
     target_spec, substitute_note = target_algorithm(state, to, optimizer)
     report = ConversionReport(state.optimizer, state.generation, target_spec.name, to, partial=partial)

@@ -3,11 +3,15 @@
 import json
 
 import numpy as np
+import pytest
 
 import keras_opt_migrate as kom
 from corpus import FIXTURES
 from keras_opt_migrate.candidates import as_candidate
 from keras_opt_migrate.cli import main
+from keras_opt_migrate.errors import MappingError
+from keras_opt_migrate.formats.tf_bundle import GRAPH_KEY, Bundle
+from keras_opt_migrate.schema import materialize
 
 LEGACY_ADAM = str(FIXTURES / "k221" / "v2" / "adam" / "w.ckpt")
 
@@ -59,3 +63,86 @@ def test_a_candidate_view_holds_the_same_tensors():
         assert view.slots[var]["momentum"] is state.slots[var]["momentum"]
         assert view.slots[var]["norm"] is state.slots[var]["velocity"]
         assert view.key_of(var, "norm") == state.key_of(var, "velocity")
+
+
+# -- conversions: refused only where the candidates would give different output ------------------
+EXPERIMENTAL_ADAM = str(FIXTURES / "k221" / "experimental" / "adam" / "w.ckpt")
+KERAS3_ADAM = str(FIXTURES / "k315" / "keras3" / "adam" / "ckpt" / "ckpt-1")
+
+
+def _bundle(prefix):
+    """{key: (shape, dtype, values)} of a written checkpoint and its object graph without the variables'
+    full_name attributes (informational: restoring matches the graph and never reads them)."""
+    bundle = Bundle(str(prefix), origin=str(prefix))
+    tensors = {k: np.asarray(materialize(bundle.tensor(k))) for k in bundle.keys() if k != GRAPH_KEY}
+    graph = bundle.object_graph().proto
+    for node in graph.nodes:
+        for attr in node.attributes:
+            attr.full_name = ""
+    return tensors, graph.SerializeToString(deterministic=True)
+
+
+def test_legacy_adam_to_a_legacy_checkpoint_needs_no_hint(tmp_path, capsys):
+    out = tmp_path / "plain.ckpt"
+    assert main(["convert", LEGACY_ADAM, str(out), "--to", "v2"]) == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "source algorithm: the file did not tell adam, adamax or lazyadam apart; the tf_checkpoint output is the " \
+           "same for every one of them" in text
+    report = kom.convert(LEGACY_ADAM, str(tmp_path / "api.ckpt"), "v2")
+    assert report.source_candidates == ["adam", "lazyadam", "adamax"]
+    assert report.to_json()["source"]["candidates"] == ["adam", "lazyadam", "adamax"]
+    back = kom.load_state(str(out))
+    assert back.candidates == ["adam", "lazyadam", "adamax"] and back.iterations == 3
+    # The claim checked the other way round: written as Adam and as Adamax, the files hold the
+    # same keys, shapes and values and the same object graph (up to the informational full names).
+    kom.convert(LEGACY_ADAM, str(tmp_path / "as_adam.ckpt"), "v2", source_optimizer="adam")
+    kom.convert(LEGACY_ADAM, str(tmp_path / "as_adamax.ckpt"), "v2", source_optimizer="adamax")
+    adam_tensors, adam_graph = _bundle(tmp_path / "as_adam.ckpt")
+    adamax_tensors, adamax_graph = _bundle(tmp_path / "as_adamax.ckpt")
+    assert sorted(adam_tensors) == sorted(adamax_tensors)
+    for key, value in adam_tensors.items():
+        assert value.dtype == adamax_tensors[key].dtype and np.array_equal(value, adamax_tensors[key]), key
+    assert adam_graph == adamax_graph
+    plain_tensors, _ = _bundle(out)
+    assert sorted(plain_tensors) == sorted(adam_tensors)
+
+
+def test_legacy_adam_to_keras3_is_refused_naming_what_differs(tmp_path, capsys):
+    out = tmp_path / "k3.ckpt"
+    assert main(["upgrade", LEGACY_ADAM, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "the file cannot tell adam, adamax or lazyadam apart" in err and "differs between them" in err, err
+    assert "_momentums[0]" in err and "_m[0]" in err and "--optimizer" in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+    assert main(["upgrade", LEGACY_ADAM, str(out), "--optimizer", "adam"]) == 0, capsys.readouterr().err
+    assert kom.load_state(str(out)).optimizer == "adam"
+
+
+def test_formats_that_store_the_class_are_refused(tmp_path):
+    with pytest.raises(MappingError, match="stored optimizer class would be adam for adam, lazyadam for lazyadam"):
+        kom.convert(LEGACY_ADAM, str(tmp_path / "m.h5"), "v2")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_candidate_without_the_target_generation_is_named():
+    with pytest.raises(MappingError, match="only adam or adamw convert to experimental: as lamb: the experimental "
+                                           "generation has no lamb optimizer"):
+        kom.convert(KERAS3_ADAM, "unused.ckpt", "experimental", dry_run=True)
+
+
+def test_experimental_adam_or_adamw_to_keras3_needs_no_hint(tmp_path):
+    report = kom.convert(EXPERIMENTAL_ADAM, str(tmp_path / "k3.ckpt"), "keras3")
+    assert report.source_candidates == ["adam", "adamw"] and "same for every one of them" in report.candidates_note
+    assert "adam or adamw" in report.format_text()
+    back = kom.load_state(str(tmp_path / "k3.ckpt"))
+    assert back.generation == "keras3" and "adam" in back.candidates and "adamw" in back.candidates
+
+
+def test_migrate_in_memory_refuses_an_ambiguous_state_and_a_candidate_view_converts():
+    state = kom.load_state(LEGACY_ADAM)
+    with pytest.raises(MappingError, match="the converted state differs between them: its algorithm would be adam "
+                                           "for adam, lazyadam for lazyadam; read it as one of them"):
+        kom.migrate(state, "v2")
+    target, report = kom.migrate(as_candidate(state, "adamax"), "keras3")
+    assert target.optimizer == "adamax" and set(target.slot_names()) == {"momentum", "norm"}
+    assert report.source_candidates == []

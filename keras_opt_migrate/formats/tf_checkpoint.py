@@ -77,6 +77,9 @@ class TfCheckpointFormat(Format):
     generations = ("v2", "experimental", "keras3", "tf1")
     extensions = (".ckpt",)
 
+    def stored_form(self, state):
+        return stored_optimizer_form(state)
+
     def unwritable(self, state):
         out = {}
         if state.generation in ("v2", "tf1", "keras3") and "current_learning_rate" in state.extra:
@@ -407,6 +410,44 @@ def _cannot_tell(fits, generation, observed, origin, what, why):
 
 def _names(specs):
     return ", ".join(s.name for s in specs)
+
+
+def stored_optimizer_form(state):
+    """What a TF checkpoint of `state` stores for the optimizer, as labelled data (nothing is written).
+
+    Derived from the data the writer lays the optimizer out by: the generation's slot names
+    (v2 / TF1 slot edges) or its positional build order and per-slot list names (2.11+, Keras 3),
+    the hyperparameter variables OptimizerV2 keeps, the keys of the non-slot variables, and for
+    each position the tensor that fills it (`candidates.tensor_token`). A TF checkpoint stores no
+    optimizer class and no other config. The variables' `full_name` attributes, which carry the
+    class name, are left out: restoring matches the object graph, never reads them.
+    """
+    from ..candidates import tensor_token
+    spec, gen = get_spec(state.optimizer), state.generation
+    form = {"generation": gen, "iterations": state.iterations}
+    if gen in ("v2", "tf1"):
+        names = spec.names.get(gen, {})
+        form["slot edges"] = sorted((var, names.get(slot, slot), tensor_token(t))
+                                    for var, per in state.slots.items() for slot, t in per.items())
+        if gen == "v2":
+            hypers = _v2_hypers(spec, state.config)
+            if isinstance(state.config.get("learning_rate"), dict):
+                hypers.pop("learning_rate", None)
+            form["hyperparameter variables"] = sorted(hypers.items())
+    else:
+        tracked = {c: attr for attr, c in dict(GENERIC_TRACKED, **spec.tracked.get(gen, {})).items()}
+        items = []
+        for e in positional_layout(spec, gen, state.config, [v.shape for v in state.variables],
+                                   [v.dtype for v in state.variables]):
+            if e.kind == "slot":
+                value = state.slots.get(state.variables[e.var_index].name, {}).get(e.name)
+                items.append(("%s[%d]" % (tracked.get(e.name, e.name), e.var_index), e.shape,
+                              None if value is None else tensor_token(value)))
+            else:
+                items.append((e.name, e.shape, e.dtype))
+        form["_variables"] = items
+    form["non-slot variables"] = sorted((spec.extra_key(gen, k) or k, tensor_token(t)) for k, t in state.extra.items())
+    return form
 
 
 # -- slot edges: OptimizerV2 and TF1 ----------------------------------------------------------------
