@@ -86,6 +86,17 @@ def as_candidate(state, name):
         config=dict(state.config), warnings=list(state.warnings), variables=list(state.variables))
 
 
+def read_alike(a, b):
+    """(a, b) read as one algorithm where one or both files could not tell theirs and a candidate
+    fits the other (a legacy Adam checkpoint against an Adamax .h5 compares as Adamax); otherwise
+    unchanged, so a real difference of algorithm still shows."""
+    names_a, names_b = a.candidates or [a.optimizer], b.candidates or [b.optimizer]
+    common = [n for n in names_a if n in names_b]
+    if not common or not (a.ambiguous or b.ambiguous):
+        return a, b
+    return as_candidate(a, common[0]), as_candidate(b, common[0])
+
+
 # -- conversions --------------------------------------------------------------------------------
 def tensor_token(value):
     """What identifies a tensor's content without loading a large one: a small array by its bytes,
