@@ -46,7 +46,8 @@ def load_state(path, *, format=None, optimizer=None, variables=None, config=None
 
     The format is detected from the file unless `format` names an adapter. Hints, used only
     where the file itself cannot tell and always recorded in `state.source["hints"]`:
-      optimizer: the algorithm (some TF checkpoints cannot tell Adam from Adamax);
+      optimizer: the algorithm (some TF checkpoints cannot tell Adam from Adamax; without the
+        hint such a file is read as the first candidate and `state.candidates` names them all);
       variables: the model's trainable variables in build order, as VariableSpec,
         (name, shape) pairs or variables, for positional layouts;
       config: hyperparameters that decide a positional layout (amsgrad, centered, ...).

@@ -185,6 +185,7 @@ def migrate_candidates(state, to, signature, *, what="the output", prepare=None,
         raise failures[0][1]
     if failures:
         name, error = failures[0]
+        error = _render(str(error), 300)
         raise MappingError("the file cannot tell %s apart, and only %s convert%s to %s: as %s: %s; %s"
                            % (phrase(state.candidates), phrase([r[0] for r in results]),
                               "s" if len(results) == 1 else "", to, name, error, advice))

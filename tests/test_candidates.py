@@ -158,3 +158,25 @@ def test_diff_compares_an_ambiguous_file_as_the_algorithm_of_the_other():
     nadam = case.parent / "nadam" / "m.h5"
     entries = kom.diff(str(case / "w.ckpt"), str(nadam)).entries
     assert any(e.kind == "optimizer" for e in entries)
+
+
+def test_legacy_adam_checkpoint_restores_into_a_real_legacy_adam_without_hint():
+    """The issue's last sentence: restore_into(tf_keras.optimizers.legacy.Adam(...), "w.ckpt") with no hint, and the
+    run continues on the recorded trajectory (the state reads as Adam, the first candidate, which the target is)."""
+    import sys
+    tf_keras = pytest.importorskip("tf_keras")
+    sys.path.insert(0, str(FIXTURES.parent / "tests" / "migration"))
+    import real_targets as rt
+    from corpus import all_cases
+    case = next(c for c in all_cases() if c.id == "k221/v2/adam")
+    config = case.truth["optimizer"]["config"]
+    model = rt.build_model(tf_keras, case.truth["model"])
+    model.set_weights(case.model_weights())
+    opt = tf_keras.optimizers.legacy.Adam(**{k: config[k] for k in ("learning_rate", "beta_1", "beta_2", "epsilon")})
+    model.compile(optimizer=opt, loss="mse")
+    kom.restore_into(opt, LEGACY_ADAM, var_list=model.trainable_variables)
+    assert int(opt.iterations) == 3
+    x, y = case.batches()
+    for i in rt.CONTINUE:
+        model.train_on_batch(x[i], y[i])
+    assert rt.max_delta([np.asarray(w) for w in model.trainable_weights], case) <= 1e-5
