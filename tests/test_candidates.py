@@ -180,3 +180,17 @@ def test_legacy_adam_checkpoint_restores_into_a_real_legacy_adam_without_hint():
     for i in rt.CONTINUE:
         model.train_on_batch(x[i], y[i])
     assert rt.max_delta([np.asarray(w) for w in model.trainable_weights], case) <= 1e-5
+
+
+def test_tf1_name_based_output_keys_carry_the_class_name(tmp_path):
+    """TF1 Saver keys name a slot `<var>/<Name>`: GradientDescent and ProximalGradientDescent keep no slot, so
+    their name-based checkpoints are the same; Adagrad's `<var>/Adagrad` is not ProximalAdagrad's."""
+    gd = str(FIXTURES / "k221" / "tf1_objectbased" / "gradient_descent" / "ckpt" / "ckpt-1")
+    report = kom.convert(gd, str(tmp_path / "gd"), "tf1", format="tf1_checkpoint")
+    assert report.source_candidates == ["sgd", "proximal_gradient_descent"]
+    adagrad = str(FIXTURES / "k221" / "tf1_objectbased" / "adagrad" / "ckpt" / "ckpt-1")
+    with pytest.raises(MappingError, match="adagrad or proximal_adagrad apart, and the tf1_checkpoint output "
+                                           "differs between them: its slot keys entry 0 would be .*/Adagrad a tensor "
+                                           "for adagrad, .*/ProximalAdagrad a tensor for proximal_adagrad"):
+        kom.convert(adagrad, str(tmp_path / "ada"), "tf1", format="tf1_checkpoint")
+    assert kom.convert(adagrad, str(tmp_path / "ada.ckpt"), "tf1").source_candidates  # object-based: alike

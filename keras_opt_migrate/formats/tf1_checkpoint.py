@@ -64,6 +64,18 @@ class Tf1CheckpointFormat(Format):
             raise FormatError(path, "the checkpoint holds no model variables")
         return ModelPayload(weights, source_format=self.name, source_path=str(path))
 
+    def stored_form(self, state):
+        """What the Saver checkpoint of `state` stores for the optimizer (see `Format.stored_form`): the slot
+        keys `<var>/<Name>[_k]` with the TF1 class's default name, the non-slot keys and `global_step`;
+        no class and no config."""
+        from ..candidates import tensor_token
+        spec = get_spec(state.optimizer)
+        suffixes = spec.tf1_namebased_suffixes(state.config, _default_name(spec))
+        return {"generation": state.generation, "global_step": state.iterations,
+                "slot keys": sorted(("%s/%s" % (var, suffixes.get(slot, slot)), tensor_token(t))
+                                    for var, per in state.slots.items() for slot, t in per.items()),
+                "non-slot keys": sorted((spec.extra_key("tf1", k) or k, tensor_token(t)) for k, t in state.extra.items())}
+
     def write(self, state, path, model=None, progress=None, **options):
         """Write `state` (generation tf1) and the model's weights as Saver checkpoint `path` (+ `.meta`)."""
         path = str(path)
