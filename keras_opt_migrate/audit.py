@@ -62,7 +62,10 @@ class AuditReport:
         return phrase(self.candidates) if len(self.candidates) > 1 else self.optimizer
 
     def to_json(self):
+        note = ("%s: the file cannot tell them apart; pass --optimizer to choose (optimizer=... in Python)"
+                % self.algorithm) if len(self.candidates) > 1 else None
         return {"path": self.path, "optimizer": self.optimizer, "candidates": list(self.candidates),
+                "candidates_note": note,
                 "generation": self.generation, "format": self.format, "tensors_checked": self.tensors_checked,
                 "findings": [f.to_json() for f in self.findings]}
 

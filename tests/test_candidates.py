@@ -35,6 +35,7 @@ def test_audit_without_hint_exits_0_and_names_the_candidates(capsys):
     assert main(["audit", LEGACY_ADAM, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["candidates"] == ["adam", "lazyadam", "adamax"]
+    assert report["candidates_note"].startswith("adam, adamax or lazyadam: the file cannot tell them apart")
     assert [f["code"] for f in report["findings"]] == ["legacy_into_new"]  # not algorithm-specific: once
     assert report["findings"][0]["candidates"] is None
 
