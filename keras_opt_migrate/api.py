@@ -46,7 +46,8 @@ def load_state(path, *, format=None, optimizer=None, variables=None, config=None
 
     The format is detected from the file unless `format` names an adapter. Hints, used only
     where the file itself cannot tell and always recorded in `state.source["hints"]`:
-      optimizer: the algorithm (some TF checkpoints cannot tell Adam from Adamax);
+      optimizer: the algorithm (some TF checkpoints cannot tell Adam from Adamax; without the
+        hint such a file is read as the first candidate and `state.candidates` names them all);
       variables: the model's trainable variables in build order, as VariableSpec,
         (name, shape) pairs or variables, for positional layouts;
       config: hyperparameters that decide a positional layout (amsgrad, centered, ...).
@@ -148,21 +149,27 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
     `format` (by default from its extension; a TF checkpoint prefix otherwise) via a staging
     directory, reads the result back and checks it equals the converted state, and only then
     moves it into place. Returns the ConversionReport. `dry_run=True` writes nothing.
+    A source that cannot tell which of several algorithms wrote it converts without
+    `source_optimizer` only where all of them give the same output (the report says so);
+    otherwise MappingError names them and what would differ.
     source_optimizer / variables / source_config: hints for reading `src` (see load_state).
     progress(done, total, what): optional callback, called per tensor written.
     """
+    from .candidates import migrate_candidates
     from .diff import diff
-    from .migrate import migrate
     state = load_state(src, optimizer=source_optimizer, variables=variables, config=source_config)
-    target, report = migrate(state, to, optimizer=optimizer, config=config, partial=partial)
     fmt = _target_format(dst, format, state.source.get("format"))
     if not fmt.can_write:
         raise FormatError(dst, "writing the %s format is not supported" % fmt.name)
     if fmt.generations and to not in fmt.generations:
         raise FormatError(dst, "the %s format cannot hold %s optimizer state; it holds %s; for %s state, write %s"
                           % (fmt.name, to, ", ".join(fmt.generations), to, _formats_holding(to)))
+    # A source that cannot tell its algorithm (state.candidates) converts only if every candidate
+    # gives the same stored form in the target format (`Format.stored_form`).
+    target, report = migrate_candidates(state, to, fmt.stored_form, what="the %s output" % fmt.name,
+                                        prepare=lambda t, r: _drop_unwritable(fmt, t, r),
+                                        optimizer=optimizer, config=config, partial=partial)
     report.target_format = fmt.name
-    _drop_unwritable(fmt, target, report)
     model = _read_model(src) if fmt.needs_model else None
     fmt.check_writable(target, dst, model=model)  # a refusal that depends on the source, before anything is staged
     if dry_run:

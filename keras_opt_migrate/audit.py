@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from .candidates import as_candidate, phrase
 from .optimizers.registry import get_spec
 from .optimizers.spec import positional_layout
 from .errors import UnknownOptimizerError
@@ -27,6 +28,7 @@ class Finding:
     message: str
     variable: Optional[str] = None
     slot: Optional[str] = None
+    candidates: Optional[List[str]] = None  # holds only if one of these algorithms wrote the file
 
     def to_json(self):
         return dataclasses.asdict(self)
@@ -48,56 +50,95 @@ class AuditReport:
     format: Optional[str]
     tensors_checked: int
     findings: List[Finding]
+    candidates: List[str] = dataclasses.field(default_factory=list)  # the algorithms the file cannot tell apart
 
     @property
     def ok(self):
         return not self.findings
 
+    @property
+    def algorithm(self):
+        """`adam`, or `adam, adamax or lazyadam` where the file cannot tell them apart."""
+        return phrase(self.candidates) if len(self.candidates) > 1 else self.optimizer
+
     def to_json(self):
-        return {"path": self.path, "optimizer": self.optimizer, "generation": self.generation,
-                "format": self.format, "tensors_checked": self.tensors_checked,
+        note = ("%s: the file cannot tell them apart; pass --optimizer to choose (optimizer=... in Python)"
+                % self.algorithm) if len(self.candidates) > 1 else None
+        return {"path": self.path, "optimizer": self.optimizer, "candidates": list(self.candidates),
+                "candidates_note": note,
+                "generation": self.generation, "format": self.format, "tensors_checked": self.tensors_checked,
                 "findings": [f.to_json() for f in self.findings]}
 
 
 def audit(path_or_state, **load_options):
-    """Audit a file or an `OptimizerState`; returns an AuditReport (never raises for findings)."""
+    """Audit a file or an `OptimizerState`; returns an AuditReport (never raises for findings).
+
+    Where the file cannot tell which of several algorithms wrote it (`state.candidates`), the
+    checks that depend on the algorithm (slot names, shapes and signs, algorithm-specific state)
+    run once per candidate: a finding that holds for every candidate is reported once, one that
+    holds for some only names them (`Finding.candidates`, "if adamax: ...").
+    """
     if isinstance(path_or_state, OptimizerState):
         state = path_or_state
     else:
         from .api import load_state
         state = load_state(path_or_state, **load_options)
-    findings = []
-    try:
-        spec = get_spec(state.optimizer)
-    except UnknownOptimizerError:
-        spec = None
-        findings.append(Finding(WARNING, "unknown_optimizer",
-                                "optimizer %r has no algorithm spec: slot names and shapes were not checked"
-                                % state.optimizer))
+    names = list(state.candidates) if state.ambiguous else [state.optimizer]
+    views = [as_candidate(state, name) if state.ambiguous else state for name in names]
+    per_view = [[] for _ in views]
+    specs = []
+    for view, found in zip(views, per_view):
+        try:
+            specs.append(get_spec(view.optimizer))
+        except UnknownOptimizerError:
+            specs.append(None)
+            found.append(Finding(WARNING, "unknown_optimizer",
+                                 "optimizer %r has no algorithm spec: slot names and shapes were not checked"
+                                 % view.optimizer))
     checked = 0
-    for kind, var, name, tensor in state.iter_tensors():
+    for items in zip(*(view.iter_tensors() for view in views)):
         checked += 1
-        findings.extend(_check_values(spec, kind, var, name, tensor))
-    if spec is not None:
-        findings.extend(_check_structure(spec, state))
-    findings.extend(_check_iterations(state))
-    findings.extend(_check_load_risks(state))
+        stats = _value_stats(items[0][3])  # every view holds the same tensors: read each once
+        for (kind, var, name, _), spec, found in zip(items, specs, per_view):
+            found.extend(_value_findings(spec, kind, var, name, stats))
+    for view, spec, found in zip(views, specs, per_view):
+        if spec is not None:
+            found.extend(_check_structure(spec, view))
+        found.extend(_check_iterations(view))
+        found.extend(_check_load_risks(view))
+    findings = _merge(names, per_view)
     for w in state.warnings:
         findings.append(Finding(WARNING, "reader_warning", w))
     return AuditReport(state.source.get("path"), state.optimizer, state.generation, state.source.get("format"),
-                       checked, findings)
+                       checked, findings, candidates=list(state.candidates) if state.ambiguous else [])
+
+
+def _merge(names, per_view):
+    """One list: findings every candidate has once, the others once per group of candidates that has them."""
+    if len(names) == 1:
+        return per_view[0]
+    holders = {}
+    for name, found in zip(names, per_view):
+        for f in found:
+            holders.setdefault(str(f), (f, []))[1].append(name)
+    out = []
+    for f, have in holders.values():
+        if len(have) == len(names):
+            out.append(f)
+        else:
+            out.append(dataclasses.replace(f, message="if %s: %s" % (phrase(have), f.message), candidates=have))
+    return out
 
 
 CHUNK = 1 << 20  # elements checked at a time: the temporaries stay small whatever the tensor size
 
 
-def _check_values(spec, kind, var, name, tensor):
+def _value_stats(tensor):
+    """(size, non-finite count, negative count, smallest negative) of a floating tensor; None otherwise."""
     value = materialize(tensor)
     if value.dtype.kind not in "fc":
-        return []
-    out = []
+        return None
     flat = np.ascontiguousarray(value).reshape(-1)
-    check_sign = spec is not None and kind == "slot" and name in spec.nonnegative and flat.size
     bad = negative = 0
     smallest = None
     for i in range(0, flat.size, CHUNK):
@@ -105,16 +146,24 @@ def _check_values(spec, kind, var, name, tensor):
         finite = np.isfinite(chunk)
         here = int(chunk.size - np.count_nonzero(finite))
         bad += here
-        if check_sign:
+        if value.dtype.kind == "f":
             ok = chunk[finite] if here else chunk
             n = int(np.count_nonzero(ok < 0))
             if n:
                 negative += n
                 low = float(np.min(ok))
                 smallest = low if smallest is None else min(smallest, low)
+    return flat.size, bad, negative, smallest
+
+
+def _value_findings(spec, kind, var, name, stats):
+    if stats is None:
+        return []
+    size, bad, negative, smallest = stats
+    out = []
     if bad:
-        out.append(Finding(ERROR, "non_finite", "%d of %d values are NaN or Inf" % (bad, flat.size), var, name))
-    if negative:
+        out.append(Finding(ERROR, "non_finite", "%d of %d values are NaN or Inf" % (bad, size), var, name))
+    if negative and spec is not None and kind == "slot" and name in spec.nonnegative:
         out.append(Finding(ERROR, "negative_second_moment",
                            "%d values are negative; a %s %s can never be negative (minimum %g)"
                            % (negative, spec.name, name, smallest), var, name))

@@ -67,7 +67,10 @@ def cmd_audit(args):
         print(json.dumps(result.to_json(), indent=1, sort_keys=True, default=str))
     else:
         print("%s: %s %s state, %d tensors checked, %d finding(s)"
-              % (result.path, result.generation, result.optimizer, result.tensors_checked, len(result.findings)))
+              % (result.path, result.generation, result.algorithm, result.tensors_checked, len(result.findings)))
+        if result.candidates:
+            print("  the file cannot tell %s apart; pass --optimizer to choose. Checks that depend on the "
+                  "algorithm ran for each of them" % result.algorithm)
         for f in result.findings:
             print("  " + str(f))
     return EXIT_FINDINGS if (args.strict and result.findings) else EXIT_OK

@@ -128,6 +128,8 @@ def diff(a, b, atol=0.0, tensor_check=None, **load_options):
     from .api import load_state
     sa = a if isinstance(a, OptimizerState) else load_state(a, **load_options)
     sb = b if isinstance(b, OptimizerState) else load_state(b, **load_options)
+    from .candidates import read_alike
+    sa, sb = read_alike(sa, sb)  # a file that cannot tell its algorithm compares as the other's, if it may be
     entries = []
     if sa.optimizer != sb.optimizer:
         entries.append(DiffEntry("optimizer", "optimizer", "differs", "%s vs %s" % (sa.optimizer, sb.optimizer)))

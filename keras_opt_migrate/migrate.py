@@ -172,6 +172,8 @@ class ConversionReport:
     continuation_reason: str = ""
     partial: bool = False
     target_format: Optional[str] = None
+    source_candidates: List[str] = dataclasses.field(default_factory=list)  # the file could not tell which
+    candidates_note: str = ""
 
     def add(self, *args, **kwargs):
         self.items.append(ReportItem(*args, **kwargs))
@@ -191,7 +193,8 @@ class ConversionReport:
         return out
 
     def to_json(self):
-        return {"source": {"optimizer": self.source_optimizer, "generation": self.source_generation},
+        return {"source": {"optimizer": self.source_optimizer, "generation": self.source_generation,
+                           "candidates": list(self.source_candidates), "candidates_note": self.candidates_note},
                 "target": {"optimizer": self.target_optimizer, "generation": self.target_generation},
                 "continuation": self.continuation, "continuation_reason": self.continuation_reason,
                 "partial": self.partial, "target_format": self.target_format, "counts": self.counts(),
@@ -205,6 +208,8 @@ class ConversionReport:
                                          "nothing to carry"),
                  "continuation: %s%s" % (self.continuation,
                                          " (%s)" % self.continuation_reason if self.continuation_reason else "")]
+        if self.candidates_note:
+            lines.append("source algorithm: %s" % self.candidates_note)
         lines.extend("  " + str(item) for item in self.items)
         return "\n".join(lines)
 
@@ -254,9 +259,16 @@ def migrate(state, to, *, optimizer=None, config=None, partial=False):
     config: hyperparameters to set on the target (they win over the source's).
     partial: carry what can be carried and zero-initialise / drop the rest, reporting it,
         instead of raising MappingError.
+    A state whose file could not tell its algorithm (`state.candidates`) is converted for every
+    candidate; the result names its algorithm, so this goes ahead only where all candidates
+    become the same one (`api.convert` compares what the target format stores instead).
     """
     if to not in GENERATIONS:
         raise UnknownOptimizerError("unknown target generation %r; expected one of %s" % (to, ", ".join(GENERATIONS)))
+    if state.ambiguous:  # the file could not tell the algorithm: go ahead only if that changes nothing
+        from .candidates import MIGRATE_ADVICE, migrate_candidates, state_signature
+        return migrate_candidates(state, to, state_signature, what="the converted state", advice=MIGRATE_ADVICE,
+                                  optimizer=optimizer, config=config, partial=partial)
     source_spec = get_spec(state.optimizer)
     target_spec, substitute_note = target_algorithm(state, to, optimizer)
     report = ConversionReport(state.optimizer, state.generation, target_spec.name, to, partial=partial)

@@ -6,6 +6,7 @@ state (a loss scale, beta powers) is shown with its value, which costs one tiny 
 
 import numpy as np
 
+from .candidates import ambiguity_note
 from .schema import LazyTensor, materialize
 
 
@@ -18,7 +19,11 @@ def _dtype(t):
 
 
 def describe(state):
-    """A JSON-ready description of a state (tensors are not loaded, scalars excepted)."""
+    """A JSON-ready description of a state (tensors are not loaded, scalars excepted).
+
+    `optimizer` is the algorithm; where the file cannot tell several apart, `candidates` names
+    them all (`optimizer` is then the first) and `candidates_note` says so in one line.
+    """
     variables = []
     for var in state.variables:
         slots = {}
@@ -34,7 +39,8 @@ def describe(state):
     src = state.source
     return {
         "path": src.get("path"), "format": src.get("format"), "generation": state.generation,
-        "optimizer": state.optimizer, "versions": src.get("versions", {}), "config": state.config,
+        "optimizer": state.optimizer, "candidates": list(state.candidates),
+        "candidates_note": ambiguity_note(state) if state.ambiguous else None, "versions": src.get("versions", {}), "config": state.config,
         "iterations": state.iterations, "variables": variables, "extra": extra,
         "mapping": src.get("mapping"), "schema_version": state.schema_version,
         "tensor_bytes": sum(_nbytes(t) for _, _, _, t in state.iter_tensors()),
@@ -53,7 +59,7 @@ def format_text(desc):
     lines = ["file:        %s" % desc["path"],
              "format:      %s" % desc["format"],
              "generation:  %s" % desc["generation"],
-             "optimizer:   %s" % desc["optimizer"]]
+             "optimizer:   %s" % (desc.get("candidates_note") or desc["optimizer"])]
     if desc["versions"]:
         lines.append("versions:    %s" % ", ".join("%s %s" % kv for kv in sorted(desc["versions"].items())))
     lines.append("iterations:  %s" % ("not recorded" if desc["iterations"] is None else desc["iterations"]))
@@ -66,7 +72,9 @@ def format_text(desc):
         lines.append("slots attached: %s%s" % (mapping.get("method"),
                                                "" if mapping.get("proven_by_shapes", True)
                                                else " (order NOT proven by shapes)"))
-    lines.append("variables (%d), tensor bytes %d:" % (len(desc["variables"]), desc["tensor_bytes"]))
+    lines.append("variables (%d), tensor bytes %d%s:" % (len(desc["variables"]), desc["tensor_bytes"],
+                                                       ", slots named as %s's" % desc["optimizer"]
+                                                       if desc.get("candidates_note") else ""))
     width = max([len(v["name"]) for v in desc["variables"]] + [8])
     for v in desc["variables"]:
         slots = ", ".join("%s %s %s" % (s, tuple(i["shape"]), i["dtype"]) for s, i in v["slots"].items())

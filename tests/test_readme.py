@@ -29,7 +29,8 @@ def test_main_command_runs(tmp_path, monkeypatch, capsys):
         assert main(args) == 0, capsys.readouterr().err
     assert (tmp_path / "upgraded" / "adam.index").exists()
     out = capsys.readouterr().out
-    assert "optimizer:   adam" in out and "keras3" in out
+    assert "optimizer:   adam, adamax or lazyadam: the file cannot tell them apart" in out and "keras3" in out
+    assert [s for s in cli_steps if s[0] in ("inspect", "audit") and "--optimizer" in s] == []  # no hint needed
 
 
 def test_ci_runs_the_test_command():

@@ -105,3 +105,54 @@ def test_a_list_that_does_not_fit_is_refused():
     with pytest.raises(kom.MappingError, match="should have 13 weights, the file has 9"):
         reshape_weights(legacy.get_weights(), optimizer="adam", source="v2", target="keras3", var_shapes=SHAPES,
                         config={"amsgrad": True})
+
+
+# -- the layout the list itself proves ---------------------------------------------------------
+@pytest.mark.parametrize("cls,name,config,inferred", [
+    ("Adam", "adam", {"amsgrad": True}, {"amsgrad": True}),  # 13 entries over 4 variables: only amsgrad's
+    ("Adam", "adam", {}, {"amsgrad": False}),  # 9 entries: only the plain layout
+    ("SGD", "sgd", {"momentum": 0.5, "nesterov": True}, {"momentum": 0.5}),  # 5: the momentum slots exist
+    ("RMSprop", "rmsprop", {"centered": True, "momentum": 0.5}, {"centered": True, "momentum": 0.5}),  # 13
+])
+@pytest.mark.parametrize("target", ["experimental", "keras3"])
+def test_layout_inferred_from_the_list_sets_into_the_real_optimizer(cls, name, config, inferred, target):
+    """No layout switch given: the real legacy optimizer's own list decides it, and the result is what
+    the real 2.11+ / Keras 3 optimizer built with the run's config accepts, slot by slot."""
+    legacy, variables = _legacy(cls, **config)
+    reshaped, report = reshape_weights(legacy.get_weights(), optimizer=name, source="v2", target=target,
+                                       var_shapes=SHAPES, return_report=True)
+    derived = {i.name: i.detail for i in report.items if i.action == "derived" and i.kind == "config"}
+    for flag, value in inferred.items():
+        assert flag in derived and "only the" in derived[flag], (flag, derived)
+        if flag == "momentum":  # the list proves momentum > 0, never its value
+            assert "not its value" in derived[flag] and "is not output" in derived[flag]
+        else:
+            assert derived[flag].startswith(repr(value))
+    if target == "experimental":
+        new = getattr(tf_keras.optimizers, cls)(**config)
+        new.build(variables)
+    else:
+        new = getattr(keras.optimizers, cls)(**config)
+        new.build([keras.Variable(np.ones(s, np.float32)) for s in SHAPES])
+    new.set_weights(reshaped)  # raises on a wrong count or shape
+    assert int(new.iterations.numpy()) == 3
+    spec = kom.optimizers.registry.get_spec(name)
+    lists = {canonical: getattr(new, attr) for attr, canonical in spec.tracked[target].items()
+             if getattr(new, attr, None)}
+    for slot in legacy.get_slot_names():
+        canonical = spec.canonical_slot("v2", slot)
+        for i, var in enumerate(variables):
+            np.testing.assert_array_equal(lists[canonical][i].numpy(), legacy.get_slot(var, slot).numpy())
+
+
+def test_several_fitting_layouts_are_refused_naming_them():
+    """9 entries of legacy RMSprop over 4 variables: centered without momentum, or momentum uncentered."""
+    legacy, _ = _legacy("RMSprop", centered=True)
+    with pytest.raises(kom.MappingError, match=r"2 layouts of the v2 rmsprop list .*centered=True, momentum=0 "
+                                               r"\(velocity, average_gradient\).*centered=False, momentum>0 "
+                                               r"\(velocity, momentum\).*pass config="):
+        reshape_weights(legacy.get_weights(), optimizer="rmsprop", source="v2", target="experimental",
+                        var_shapes=SHAPES)
+    reshaped = reshape_weights(legacy.get_weights(), optimizer="rmsprop", source="v2", target="experimental",
+                               var_shapes=SHAPES, config={"centered": True})
+    assert len(reshaped) == 9

@@ -161,6 +161,18 @@ class Format:
         depends on the source (not only on the target generation) is reported without writing.
         """
 
+    def stored_form(self, state):
+        """What writing `state` stores, as labelled comparable data ({what: value}); nothing is written.
+
+        `api.convert` compares it across the algorithms a source file cannot tell apart and goes
+        ahead without a hint only where they all give the same. The default is the state itself
+        with its algorithm, for formats that store the optimizer's class and config (`.h5`,
+        `.keras`, SavedModel, the native file); a format that stores no class overrides it.
+        """
+        from ..candidates import state_signature
+        form = state_signature(state)
+        return dict({"stored optimizer class": form.pop("algorithm")}, **form)
+
     def unwritable(self, state):
         """{extra name: (why, changes_trajectory)} for non-slot state this format has no place for.
 

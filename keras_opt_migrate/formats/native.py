@@ -1,8 +1,9 @@
 """keras-opt-migrate's own file: an exact, versioned dump of an `OptimizerState`.
 
-HDF5 with the root attribute `keras_opt_migrate_schema_version`; see `schema/v1.py` for the
-header. `save_state` streams tensor by tensor (a LazyTensor source is read one tensor at a
-time) into a temporary file that is renamed into place only when complete.
+HDF5 with the root attribute `keras_opt_migrate_schema_version`; see `schema/v1.py` (and
+`schema/v2.py`, the current version) for the header. `save_state` streams tensor by tensor
+(a LazyTensor source is read one tensor at a time) into a temporary file that is renamed
+into place only when complete.
 """
 
 import json
@@ -12,7 +13,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..schema import LazyTensor, materialize
-from ..schema import v1 as schema_v1
+from ..schema import v2 as schema_current
 from ..schema.upgrade import upgrade_header
 from .base import Format, atomic_output, check_h5_storage, is_hdf5
 
@@ -61,7 +62,7 @@ class NativeFormat(Format):
                         raise FormatError(path, "tensor %s is not a dataset" % name)
                     check_h5_storage(ds, path)
                     datasets[name] = LazyTensor(ds.shape, ds.dtype, _loader(path, name), origin="%s:%s" % (path, name))
-                state = schema_v1.decode_header(header, datasets.__getitem__)
+                state = schema_current.decode_header(header, datasets.__getitem__)
             except (KeyError, TypeError) as e:
                 raise FormatError(path, "malformed keras-opt-migrate header (missing or bad field %s)" % e) from e
         state.source = dict(state.source)
@@ -70,10 +71,10 @@ class NativeFormat(Format):
 
     def write(self, state, path, **options):
         state.validate()
-        header, datasets = schema_v1.encode_header(state)
+        header, datasets = schema_current.encode_header(state)
         with atomic_output(path) as tmp:
             with _untimed_file(tmp) as f:
-                f.attrs[VERSION_ATTR] = schema_v1.VERSION
+                f.attrs[VERSION_ATTR] = schema_current.VERSION
                 f.attrs[HEADER_ATTR] = header
                 h5py.h5g.create(f.id, b"t", gcpl=_untimed(h5py.h5p.GROUP_CREATE))
                 for name, value in datasets:

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 
-from ..errors import FormatError
+from ..errors import FormatError, UnsupportedFormatError
 from ..optimizers.registry import spec_for_class
 from ..optimizers.spec import GENERATIONS
 from .base import MAX_JSON_BYTES, Format
@@ -154,6 +154,11 @@ class SavedModelFormat(Format):
         root = nodes.get("root", {})
         class_name, file_config = _optimizer_config(root)
         hint = optimizer or _algorithm(class_name)
+        if class_name and hint is None:
+            # the variables alone may fit known algorithms; the metadata says it was none of them
+            raise UnsupportedFormatError(origin, "%s names the optimizer class %r, which is no optimizer "
+                                                 "keras-opt-migrate knows; if it keeps a known algorithm's state, "
+                                                 "pass optimizer=... (CLI --optimizer)" % (METADATA_FILE, class_name))
         layer_names = _layer_names(nodes)
 
         bundle = Bundle(os.path.join(path, VARIABLES_PREFIX), origin=origin)

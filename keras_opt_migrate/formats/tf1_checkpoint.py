@@ -64,6 +64,18 @@ class Tf1CheckpointFormat(Format):
             raise FormatError(path, "the checkpoint holds no model variables")
         return ModelPayload(weights, source_format=self.name, source_path=str(path))
 
+    def stored_form(self, state):
+        """What the Saver checkpoint of `state` stores for the optimizer (see `Format.stored_form`): the slot
+        keys `<var>/<Name>[_k]` with the TF1 class's default name, the non-slot keys and `global_step`;
+        no class and no config."""
+        from ..candidates import tensor_token
+        spec = get_spec(state.optimizer)
+        suffixes = spec.tf1_namebased_suffixes(state.config, _default_name(spec))
+        return {"generation": state.generation, "global_step": state.iterations,
+                "slot keys": sorted(("%s/%s" % (var, suffixes.get(slot, slot)), tensor_token(t))
+                                    for var, per in state.slots.items() for slot, t in per.items()),
+                "non-slot keys": sorted((spec.extra_key("tf1", k) or k, tensor_token(t)) for k, t in state.extra.items())}
+
     def write(self, state, path, model=None, progress=None, **options):
         """Write `state` (generation tf1) and the model's weights as Saver checkpoint `path` (+ `.meta`)."""
         path = str(path)
@@ -116,8 +128,8 @@ class Tf1CheckpointFormat(Format):
         config = canonical_config(config)
         origin = str(path)
         slots, others = _split_keys(bundle.keys())
-        opt_name, spec, suffix_to_slot = _identify(slots, others, optimizer, config, origin)
-        state = OptimizerState(optimizer=spec.name, generation="tf1", config=config)
+        opt_name, spec, suffix_to_slot, candidates = _identify(slots, others, optimizer, config, origin)
+        state = OptimizerState(optimizer=spec.name, generation="tf1", config=config, candidates=candidates)
         state.source.update(format=self.name, path=origin, prefix=prefix, optimizer_name=opt_name)
         keys = state.source.setdefault("keys", {})
 
@@ -169,7 +181,8 @@ def _default_name(spec):
 
 
 def _identify(slots, others, hint, config, origin):
-    """(optimizer name in the keys, spec, {suffix: canonical slot}) from the key suffixes."""
+    """(optimizer name in the keys, spec, {suffix: canonical slot}, candidates) from the key suffixes
+    (candidates: the algorithms the keys cannot tell apart, see `pick_spec`)."""
     suffixes = {suffix for _, suffix, _ in slots}
     bases = {_NUMBERED.match(s).group(1) for s in suffixes}
     if len(bases) > 1:
@@ -197,8 +210,8 @@ def _identify(slots, others, hint, config, origin):
     if not fits and base is not None and not hint:
         raise MappingError("%s: slot keys `<var>/%s...` do not match the default name of any TF1 optimizer; "
                            "pass optimizer=... (CLI --optimizer)" % (origin, base))
-    spec = pick_spec(fits, "tf1", sorted(suffixes), origin, hint, what="slot key suffixes")
-    return base or _default_name(spec), spec, tables.get(spec.name, {})
+    spec, candidates = pick_spec(fits, "tf1", sorted(suffixes), origin, hint, what="slot key suffixes")
+    return base or _default_name(spec), spec, tables.get(spec.name, {}), candidates
 
 
 def _ordered(model_keys, prefix, hint=None):

@@ -14,7 +14,8 @@ adds a `model` child. The optimizer object tells its generation:
     Keras' `TFOptimizer` wrapper (`optimizer/optimizer`, `optimizer/global_step`).
 
 Loss-scale wrappers (legacy, V3, Keras 3) are unwrapped and their scale kept in `extra`.
-Where the file cannot tell algorithms apart, a `MappingError` lists the candidates.
+Where the file cannot tell algorithms apart, the state is read as the first of them and
+`state.candidates` names them all (see `keras_opt_migrate.candidates`).
 """
 
 import dataclasses
@@ -75,6 +76,9 @@ class TfCheckpointFormat(Format):
     needs_model = True
     generations = ("v2", "experimental", "keras3", "tf1")
     extensions = (".ckpt",)
+
+    def stored_form(self, state):
+        return stored_optimizer_form(state)
 
     def unwritable(self, state):
         out = {}
@@ -381,28 +385,69 @@ def candidate_specs(generation, present, nonempty, children, tracked=False):
 
 
 def pick_spec(fits, generation, observed, origin, hint=None, what="slots"):
-    """The one algorithm among `fits`, the user's hint (checked), or a MappingError naming the candidates."""
+    """(spec, candidates): the user's hint (checked), or the one algorithm among `fits`; where
+    the file cannot tell several apart, the first of them and all their names (the state
+    records them, see `OptimizerState.candidates`). A MappingError when nothing fits."""
     if hint:
         spec = get_spec(hint)
         if spec not in fits:
             raise MappingError(
                 "%s: optimizer=%r does not fit the file: its %s state keeps %s %s; algorithms that fit: %s"
                 % (origin, hint, generation, what, sorted(observed) or "none", _names(fits) or "none"))
-        return spec
+        return spec, []
     fits = [s for s in fits if s.extras.get(generation)] or fits  # an extra they keep decides
-    if len(fits) == 1:
-        return fits[0]
     if not fits:
         raise MappingError("%s: no known %s optimizer keeps the %s %s; pass optimizer=... (CLI --optimizer) "
                            "if it is a registered algorithm" % (origin, generation, what, sorted(observed)))
-    raise MappingError(
-        "%s: the file cannot tell %s apart (%s state with %s %s and nothing else to distinguish them); "
-        "pass optimizer=<one of them> (CLI --optimizer)"
-        % (origin, _names(fits), generation, what, sorted(observed) or "none"))
+    return fits[0], [s.name for s in fits] if len(fits) > 1 else []
+
+
+def _cannot_tell(fits, generation, observed, origin, what, why):
+    return MappingError(
+        "%s: the file cannot tell %s apart (%s state with %s %s) and %s; pass optimizer=<one of them> "
+        "(CLI --optimizer)" % (origin, _names(fits), generation, what, sorted(observed) or "none", why))
 
 
 def _names(specs):
     return ", ".join(s.name for s in specs)
+
+
+def stored_optimizer_form(state):
+    """What a TF checkpoint of `state` stores for the optimizer, as labelled data (nothing is written).
+
+    Derived from the data the writer lays the optimizer out by: the generation's slot names
+    (v2 / TF1 slot edges) or its positional build order and per-slot list names (2.11+, Keras 3),
+    the hyperparameter variables OptimizerV2 keeps, the keys of the non-slot variables, and for
+    each position the tensor that fills it (`candidates.tensor_token`). A TF checkpoint stores no
+    optimizer class and no other config. The variables' `full_name` attributes, which carry the
+    class name, are left out: restoring matches the object graph, never reads them.
+    """
+    from ..candidates import tensor_token
+    spec, gen = get_spec(state.optimizer), state.generation
+    form = {"generation": gen, "iterations": state.iterations}
+    if gen in ("v2", "tf1"):
+        names = spec.names.get(gen, {})
+        form["slot edges"] = sorted((var, names.get(slot, slot), tensor_token(t))
+                                    for var, per in state.slots.items() for slot, t in per.items())
+        if gen == "v2":
+            hypers = _v2_hypers(spec, state.config)
+            if isinstance(state.config.get("learning_rate"), dict):
+                hypers.pop("learning_rate", None)
+            form["hyperparameter variables"] = sorted(hypers.items())
+    else:
+        tracked = {c: attr for attr, c in dict(GENERIC_TRACKED, **spec.tracked.get(gen, {})).items()}
+        items = []
+        for e in positional_layout(spec, gen, state.config, [v.shape for v in state.variables],
+                                   [v.dtype for v in state.variables]):
+            if e.kind == "slot":
+                value = state.slots.get(state.variables[e.var_index].name, {}).get(e.name)
+                items.append(("%s[%d]" % (tracked.get(e.name, e.name), e.var_index), e.shape,
+                              None if value is None else tensor_token(value)))
+            else:
+                items.append((e.name, e.shape, e.dtype))
+        form["_variables"] = items
+    form["non-slot variables"] = sorted((spec.extra_key(gen, k) or k, tensor_token(t)) for k, t in state.extra.items())
+    return form
 
 
 # -- slot edges: OptimizerV2 and TF1 ----------------------------------------------------------------
@@ -411,8 +456,8 @@ def _read_named(bundle, graph, origin, found, model_root, opt_node, name_of, hin
     table = graph.slot_variables(node)
     children = graph.children(node)
     observed = {slot for _, slot, _ in table}
-    spec = pick_spec(candidate_specs(gen, observed, observed, children), gen, observed, origin, hint)
-    state = OptimizerState(optimizer=spec.name, generation=gen, config=config)
+    spec, candidates = pick_spec(candidate_specs(gen, observed, observed, children), gen, observed, origin, hint)
+    state = OptimizerState(optimizer=spec.name, generation=gen, config=config, candidates=candidates)
     keys = state.source.setdefault("keys", {})
     # Hyperparameter variables (OptimizerV2 only has them), `iter`, and non-slot extras.
     for name, child in children.items():
@@ -527,15 +572,19 @@ def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of
     layouts = {spec.name: _fitting_layouts(spec, gen, base, present, nonempty, variables, tensors)
                for spec in fits}
     fitting = [spec for spec in fits if layouts[spec.name]] or fits
-    spec = pick_spec(fitting, gen, nonempty, origin, hint, what="slot lists")
+    spec, candidates = pick_spec(fitting, gen, nonempty, origin, hint, what="slot lists")
     options = layouts.get(spec.name) or [base]
     if len(options) > 1:
         raise MappingError("%s: the %s %s state fits %d different layouts; pass config= with the values of %s"
                            % (origin, gen, spec.name, len(options), ", ".join(LAYOUT_FLAGS)))
 
-    state = OptimizerState(optimizer=spec.name, generation=gen, config=options[0], variables=variables)
+    state = OptimizerState(optimizer=spec.name, generation=gen, config=options[0], variables=variables,
+                           candidates=candidates)
     attach_positional(state, spec, gen, tensors, origin)
     _confirm_by_lists(state, spec, gen, graph, lists, origin)
+    if candidates:
+        _check_candidates_agree(state, [s for s in fitting if s.name in candidates], gen, layouts, tensors, origin,
+                                nonempty)
     state.config = config
     if "_accumulated_gradients" in lists:
         _accumulation_iterations(state, config)
@@ -554,6 +603,30 @@ def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of
     if lr_key and not isinstance(config.get("learning_rate"), dict):
         state.config["learning_rate"] = bundle.scalar(lr_key)
     return state
+
+
+def _check_candidates_agree(state, specs, gen, layouts, tensors, origin, observed):
+    """Every candidate's build order must put each tensor in the same slot list of the same variable
+    as the first candidate's: then one state (relabelled per candidate) stands for all of them."""
+    from ..candidates import shown_names
+    first = shown_names(specs[0], gen)
+    keys = state.source["keys"]
+    mine = {(var, first.get(slot, slot)): key for var, per in state.slots.items() for slot in per
+            for key in [keys["slots/%s/%s" % (var, slot)]]}
+    for spec in specs[1:]:
+        options = layouts.get(spec.name) or []
+        if len(options) != 1:
+            raise _cannot_tell(specs, gen, observed, origin, "slot lists",
+                               "%s fits %d layouts of it" % (spec.name, len(options)))
+        trial = OptimizerState(optimizer=spec.name, generation=gen, config=options[0], variables=state.variables)
+        attach_positional(trial, spec, gen, tensors, origin)
+        shown = shown_names(spec, gen)
+        theirs = {(var, shown.get(slot, slot)): trial.source["keys"]["slots/%s/%s" % (var, slot)]
+                  for var, per in trial.slots.items() for slot in per}
+        if theirs != mine:
+            raise _cannot_tell(specs, gen, observed, origin, "slot lists",
+                               "their build orders attach the tensors differently (%s vs %s)"
+                               % (specs[0].name, spec.name))
 
 
 def _is_tracked_list(name, generation):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import FormatError, KerasOptMigrateError, SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 GENERATIONS = ("v1", "v2", "experimental", "keras3", "tf1")
 
 
@@ -170,6 +170,9 @@ class OptimizerState:
         (`source["keys"]["slots/<var>/<slot>"]`, `source["keys"]["extra/<name>"]`) and how
         slots were attached to variables (`source["mapping"]`).
     warnings: things a user must know (state a real version would drop, unproven mappings).
+    candidates: the algorithms the file cannot tell apart (registry order, `optimizer` first),
+        when it cannot; empty when the file (or a hint) decides. `optimizer` is then only the
+        first of them: a conversion goes ahead only where every candidate gives the same output.
     """
 
     optimizer: str
@@ -181,6 +184,7 @@ class OptimizerState:
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
     source: Dict[str, Any] = dataclasses.field(default_factory=dict)
     warnings: List[str] = dataclasses.field(default_factory=list)
+    candidates: List[str] = dataclasses.field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     # -- queries ------------------------------------------------------------------
@@ -189,6 +193,11 @@ class OptimizerState:
             if v.name == name:
                 return v
         raise KeyError(name)
+
+    @property
+    def ambiguous(self):
+        """True when the file could not tell which of several algorithms wrote the state."""
+        return len(self.candidates) > 1
 
     @property
     def variable_names(self):
@@ -229,6 +238,8 @@ class OptimizerState:
         for var_name in self.slots:
             if var_name not in names:
                 problems.append("slots for unknown variable %r" % var_name)
+        if self.candidates and (self.candidates[0] != self.optimizer or len(set(self.candidates)) != len(self.candidates)):
+            problems.append("candidates %r must be distinct and start with optimizer %r" % (self.candidates, self.optimizer))
         if self.iterations is not None and int(self.iterations) < 0:
             problems.append("iterations is negative (%d)" % self.iterations)
         if problems:
@@ -242,4 +253,5 @@ class OptimizerState:
             slots={v: {s: materialize(t) for s, t in per.items()} for v, per in self.slots.items()},
             extra={k: materialize(t) for k, t in self.extra.items()},
             variables=[dataclasses.replace(v) for v in self.variables],
-            config=dict(self.config), source=dict(self.source), warnings=list(self.warnings))
+            config=dict(self.config), source=dict(self.source), warnings=list(self.warnings),
+            candidates=list(self.candidates))

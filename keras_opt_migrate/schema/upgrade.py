@@ -1,15 +1,22 @@
 """The chain of pure functions that bring an older on-disk schema header to the current one.
 
 Readers accept every schema version ever written; writers emit only `SCHEMA_VERSION`.
-`UPGRADES[n]` turns a version-n header into a version-(n + 1) header. Version 1 is the
-first released schema, so the chain is empty today; the next schema change adds
-`upgrade_v1_to_v2` here and a `v2.py` codec beside `v1.py`.
+`UPGRADES[n]` turns a version-n header into a version-(n + 1) header; each schema change
+adds one step here and a `vN.py` codec beside the others.
 """
 
 from ..errors import SchemaError
 from .state import SCHEMA_VERSION
 
-UPGRADES = {}
+
+
+def upgrade_v1_to_v2(header):
+    """Version 2 adds `candidates`. Version-1 states always named their algorithm (readers refused
+    files that could not tell), so none was ambiguous."""
+    return dict(header, schema_version=2, candidates=[])
+
+
+UPGRADES = {1: upgrade_v1_to_v2}
 
 
 def upgrade_header(header, origin="state"):

@@ -29,6 +29,16 @@ def _json_default(value):
 
 def encode_header(state):
     """(header JSON text, [(dataset name, tensor)]) for a state."""
+    header, datasets = header_fields(state)
+    return dumps(header), datasets
+
+
+def dumps(header):
+    return json.dumps(header, sort_keys=True, default=_json_default)
+
+
+def header_fields(state):
+    """(version-1 header as a dict, [(dataset name, tensor)]) for a state."""
     tensors, datasets = [], []
     for kind, var_name, name, value in state.iter_tensors():
         dataset = "t/%d" % len(datasets)
@@ -45,7 +55,7 @@ def encode_header(state):
         "source": state.source,
         "warnings": state.warnings,
     }
-    return json.dumps(header, sort_keys=True, default=_json_default), datasets
+    return header, datasets
 
 
 def decode_header(header, tensor_for):

@@ -40,12 +40,13 @@ def _copy(tmp_path):
     pytest.skip("no SavedModel fixture yet")
 
 
-def test_without_metadata_the_algorithm_hint_is_needed(tmp_path):
+def test_without_metadata_the_candidates_are_recorded(tmp_path):
     case, sm = _copy(tmp_path)
     os.unlink(sm / "keras_metadata.pb")
-    with pytest.raises(Exception, match="optimizer="):
-        api.load_state(str(sm))
+    unhinted = api.load_state(str(sm))  # the 2.11+ slot lists alone cannot tell Adam from AdamW
+    assert unhinted.candidates == ["adam", "adamw"]
     state = api.load_state(str(sm), optimizer="adam")
+    assert state.candidates == []
     assert state.variable_names[0] == "layer_with_weights-0/kernel" and state.warnings
 
 

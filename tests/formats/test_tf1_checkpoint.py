@@ -57,11 +57,12 @@ def test_directory_with_checkpoint_file():
     assert state.optimizer == "rmsprop" and set(state.slot_names()) == {"velocity", "average_gradient", "momentum"}
 
 
-def test_gradient_descent_vs_proximal_needs_a_hint():
+def test_gradient_descent_vs_proximal_records_both():
     case, path = _case("gradient_descent")
-    with pytest.raises(MappingError, match="sgd, proximal_gradient_descent|proximal_gradient_descent, sgd"):
-        api.load_state(path)
-    assert api.load_state(path, optimizer="proximal_gradient_descent").slots == {}
+    state = api.load_state(path)  # no slots, no extras: the keys cannot tell the two apart
+    assert state.candidates == ["sgd", "proximal_gradient_descent"] and state.optimizer == "sgd"
+    hinted = api.load_state(path, optimizer="proximal_gradient_descent")
+    assert hinted.slots == {} and hinted.candidates == []
 
 
 def test_hint_must_fit():

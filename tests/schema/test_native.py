@@ -145,3 +145,37 @@ def test_invalid_state_is_not_written(tmp_path):
         kom.save_state(state, tmp_path / "s.h5")
     assert not (tmp_path / "s.h5").exists()
     assert native.FORMAT.validate(str(tmp_path / "s.h5")) is False
+
+
+def test_candidates_round_trip(tmp_path):
+    """Schema 2 keeps the algorithms a file could not tell apart (schema/v2.py)."""
+    state = _state()
+    state.candidates = ["adam", "lazyadam", "adamax"]
+    path = tmp_path / "s.h5"
+    kom.save_state(state, path)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["keras_opt_migrate_schema_version"] == 2
+        assert json.loads(f.attrs["header"])["candidates"] == ["adam", "lazyadam", "adamax"]
+    back = kom.load_state(path)
+    assert back.candidates == ["adam", "lazyadam", "adamax"] and back.ambiguous
+
+
+def test_version_1_file_is_upgraded(tmp_path):
+    """A file written with schema 1 (no candidates field) reads as a state that names one algorithm."""
+    path = tmp_path / "s.h5"
+    kom.save_state(_state(), path)
+    with h5py.File(path, "r+") as f:
+        header = json.loads(f.attrs["header"])
+        del header["candidates"]
+        header["schema_version"] = 1
+        f.attrs["header"] = json.dumps(header)
+        f.attrs["keras_opt_migrate_schema_version"] = 1
+    back = kom.load_state(path)
+    assert back.candidates == [] and not back.ambiguous and back.optimizer == "adam" and back.iterations == 7
+
+
+def test_candidates_must_start_with_the_optimizer():
+    state = _state()
+    state.candidates = ["adamax", "adam"]
+    with pytest.raises(kom.SchemaError, match="candidates"):
+        state.validate()
