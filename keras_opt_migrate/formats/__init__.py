@@ -9,6 +9,7 @@ import os
 
 from ..errors import FormatError, UnsupportedFormatError
 from . import hdf5, keras_archive, native, savedmodel, tf1_checkpoint, tf_checkpoint
+from .base import check_input_path
 
 REGISTRY = [native.FORMAT, tf_checkpoint.FORMAT, tf1_checkpoint.FORMAT, savedmodel.FORMAT,
             keras_archive.WEIGHTS_FORMAT, keras_archive.FORMAT, hdf5.FORMAT]
@@ -34,7 +35,11 @@ def get_format(name):
 
 
 def detect(path):
-    """The adapter that reads `path`, or a FormatError saying why none does."""
+    """The adapter that reads `path`, or a FormatError saying why none does.
+
+    A FIFO, device or socket is refused before any adapter opens it (opening a FIFO blocks).
+    """
+    check_input_path(path)
     failed = None
     for fmt in REGISTRY:
         try:
