@@ -473,7 +473,10 @@ class Bundle:
     def counter(self, key):
         """A step counter (`iterations`, `global_step`): an integer in [0, 2**63 - 1], else FormatError."""
         from .base import counter_value
-        return counter_value(self.read(key), self.origin, what=key)
+        value = self.read(key)
+        if value.shape != ():
+            raise FormatError(self.origin, "%s should be a scalar, found shape %s" % (key, value.shape))
+        return counter_value(value, self.origin, what=key)
 
     def object_graph(self):
         """The parsed object graph, or None for a name-based (TF1 Saver) checkpoint."""
