@@ -224,7 +224,8 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
     with _staged_output(dst, force) as staged:
         digests = {}
         fmt.write(_recording(target, digests, fmt.checksums), staged, model=model, progress=progress)
-        back = fmt.read(staged, optimizer=target.optimizer, variables=target.variables, config=target.config)
+        back = check_state(fmt.read(staged, optimizer=target.optimizer, variables=target.variables,
+                                    config=target.config), dst)
         check = diff(target, back, atol=0.0, tensor_check=_digest_check(digests))
         if not check.equal:
             raise FormatError(dst, "the written file does not read back as the converted state (%s); nothing was "

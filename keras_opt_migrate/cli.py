@@ -17,7 +17,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (its default prints usage too, which is fine)."""
 
     def error(self, message):
-        self.exit(EXIT_BAD_INPUT, "%s: error: %s\n" % (self.prog, message))
+        # `keras-opt-migrate: error: ` whichever subcommand parser complains (its prog names the command)
+        command = self.prog[len(PROG):].strip()
+        from .errors import printable
+        self.exit(EXIT_BAD_INPUT, "%s: error: %s%s\n" % (PROG, "%s: " % command if command else "", printable(message)))
 
 
 class ArgumentError(ValueError):
@@ -204,6 +207,18 @@ def cmd_diff(args):
     return EXIT_OK if result.equal else EXIT_FINDINGS
 
 
+def _tolerance(text):
+    """--atol: a finite number >= 0 (NaN would make every comparison pass, a negative one every one fail)."""
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number >= 0, received %r" % text) from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("expected a finite number >= 0, received %r" % text)
+    return value
+
+
 def build_parser():
     parser = _Parser(prog=PROG, description="Inspect, audit and migrate Keras / TensorFlow optimizer state.")
     parser.add_argument("--version", action="version", version="%(prog)s " + _version())
@@ -258,7 +273,7 @@ def build_parser():
     p = sub.add_parser("diff", help="compare two optimizer states slot by slot (exit 1 when they differ)")
     p.add_argument("a")
     p.add_argument("b")
-    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: bit-exact)")
+    p.add_argument("--atol", type=_tolerance, default=0.0, help="absolute tolerance (default 0: bit-exact)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_load_options(p)
     p.set_defaults(func=cmd_diff)

@@ -62,7 +62,10 @@ def _snapshot(*roots):
 def _one_error(capsys, argv, must_name=None):
     """Run the CLI in-process under a time limit; assert the one-line error; return it."""
     with time_limit(TIME_LIMIT, " ".join(map(str, argv))):
-        rc = main([str(a) for a in argv])
+        try:
+            rc = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own refusals exit from parse_args
+            rc = e.code
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert rc == 2, "exit %r (stderr %r)" % (rc, captured.err)
@@ -298,6 +301,23 @@ def test_source_format_is_honoured(command, tmp_path, capsys):
     assert os.listdir(tmp_path) == []
     assert main([str(a) for a in base + ["--source-format", "keras_h5"]]) == 0, capsys.readouterr().err
     assert dst.exists()
+
+
+@pytest.mark.parametrize("atol", ["-1", "nan", "inf", "tiny"])
+def test_diff_tolerance_is_a_finite_non_negative_number(atol, capsys):
+    _one_error(capsys, ["diff", H5, H5, "--atol", atol], must_name="--atol")
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["inspect", H5, "--format", "bogus"], "unknown format 'bogus'"),
+    (["convert", H5, "OUT", "--to", "v2", "--format", "bogus"], "unknown format 'bogus'"),
+    (["convert", H5, "OUT", "--to", "v2", "--to-optimizer", "bogus"], "unknown optimizer 'bogus'"),
+    (["convert", H5, "OUT", "--to", "v9"], "invalid choice"),
+    (["inspect", H5, "--optimizer", "bogus"], "unknown optimizer 'bogus'")])
+def test_named_choices_are_checked(argv, field, tmp_path, capsys):
+    argv = [tmp_path / "o.h5" if a == "OUT" else a for a in argv]
+    _one_error(capsys, argv, must_name=field)
+    assert os.listdir(tmp_path) == []
 
 
 # -- messages -------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ too, so they are tried before the generic Keras HDF5 adapter.
 
 import os
 
-from ..errors import FormatError, UnsupportedFormatError
+from ..errors import FormatError, KerasOptMigrateError, UnsupportedFormatError, printable
 from . import hdf5, keras_archive, native, savedmodel, tf1_checkpoint, tf_checkpoint
 from .base import check_input_path
 
@@ -31,7 +31,8 @@ def get_format(name):
     for f in REGISTRY:
         if f.name == name:
             return f
-    raise UnsupportedFormatError(name, "unknown format; expected one of: %s" % ", ".join(f.name for f in REGISTRY))
+    raise KerasOptMigrateError("unknown format %r; expected one of: %s"
+                               % (printable(name), ", ".join(f.name for f in REGISTRY)))
 
 
 def detect(path):
