@@ -73,9 +73,9 @@ def load_state(path, *, format=None, optimizer=None, variables=None, config=None
                           % (fmt.description or fmt.name, _one_line(e))) from e
     except READ_ERRORS as e:  # h5py raises RuntimeError for some corrupt metadata
         raise FormatError(path, "cannot read as %s: %s" % (fmt.description or fmt.name, _one_line(e))) from e
+    if config:  # first: a reader may have merged the hint into the state's config
+        check_config(config, state.optimizer, state.generation, path, field="config hint (--config)")
     check_state(state, path)
-    if config:
-        check_config(config, state.optimizer, state.generation, path, field="config hint")
     state.source.setdefault("format", fmt.name)
     state.source.setdefault("path", path)
     hints = {k: v for k, v in (("optimizer", optimizer), ("config", config)) if v}
@@ -208,7 +208,7 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
                        config=source_config)
     target, report = migrate(state, to, optimizer=optimizer, config=config, partial=partial)
     if config:
-        check_config(config, target.optimizer, target.generation, src, field="target config")
+        check_config(config, target.optimizer, target.generation, src, field="target config (--target-config)")
     fmt = _target_format(dst, format, state.source.get("format"))
     if not fmt.can_write:
         raise FormatError(dst, "writing the %s format is not supported" % fmt.name)
