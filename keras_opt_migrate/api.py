@@ -11,8 +11,10 @@ import zlib
 import numpy as np
 
 from . import formats
-from .errors import FormatError, KerasOptMigrateError
+from .errors import FormatError, KerasOptMigrateError, SchemaError, printable
+from .formats.base import check_input_path
 from .schema import LazyTensor, OptimizerState, VariableSpec, materialize
+from .schema.validate import check_config, check_state
 
 
 # What libraries raise for unreadable input (after our own KerasOptMigrateError, re-raised as is).
@@ -54,7 +56,14 @@ def load_state(path, *, format=None, optimizer=None, variables=None, config=None
     Raises FormatError (naming the file) for unreadable or unsupported input.
     """
     path = os.fspath(path)
-    fmt = formats.get_format(format) if format else formats.detect(path)
+    if config is not None and not isinstance(config, dict):
+        raise SchemaError("%s: the config hint must be a JSON object of hyperparameters (e.g. {\"epsilon\": 1e-08}); "
+                          "received %s" % (printable(path), type(config).__name__))
+    if format:
+        fmt = formats.get_format(format)
+        check_input_path(path)
+    else:
+        fmt = formats.detect(path)
     options = {"optimizer": optimizer, "variables": _variable_specs(variables), "config": dict(config or {})}
     try:
         state = fmt.read(path, **options)
@@ -65,6 +74,9 @@ def load_state(path, *, format=None, optimizer=None, variables=None, config=None
                           % (fmt.description or fmt.name, _one_line(e))) from e
     except READ_ERRORS as e:  # h5py raises RuntimeError for some corrupt metadata
         raise FormatError(path, "cannot read as %s: %s" % (fmt.description or fmt.name, _one_line(e))) from e
+    if config:  # first: a reader may have merged the hint into the state's config
+        check_config(config, state.optimizer, state.generation, path, field="config hint (--config)")
+    check_state(state, path)
     state.source.setdefault("format", fmt.name)
     state.source.setdefault("path", path)
     hints = {k: v for k, v in (("optimizer", optimizer), ("config", config)) if v}
@@ -141,8 +153,40 @@ def _formats_holding(generation):
     return " or ".join(out) or "no Keras format (only the native state file)"
 
 
+def _check_output(src, dst):
+    """Refuse an output that is the input, lies inside it, or is an existing directory (even with force).
+
+    Paths are compared after resolving symlinks (and by inode where both exist). A TF checkpoint
+    prefix's files are its `.index` and `.data-*` shards.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    real_src, real_dst = os.path.realpath(src), os.path.realpath(dst)
+    inputs = [real_src]
+    if not os.path.lexists(src):  # a checkpoint prefix
+        folder, base = os.path.split(real_src)
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:
+            names = []
+        inputs += [os.path.join(folder, n) for n in names if n == base + ".index" or n.startswith(base + ".data-")]
+    outputs = [real_dst, real_dst + ".index"]
+    for out in outputs:
+        for inp in inputs:
+            same = out == inp or (os.path.exists(out) and os.path.exists(inp) and os.path.samefile(out, inp))
+            if same:
+                raise FormatError(dst, "is the input %s; refusing to overwrite what is being read (with or without "
+                                       "--force): name a new output path" % printable(src))
+    if os.path.isdir(real_src) and os.path.commonpath([real_src, real_dst]) == real_src:
+        raise FormatError(dst, "lies inside the input directory %s; refusing to write into what is being read: "
+                               "name an output outside it" % printable(src))
+    if os.path.isdir(dst):
+        raise FormatError(dst, "is an existing directory; refusing to replace it and all it holds (with or without "
+                               "--force): remove it yourself or name a new output path")
+
+
 def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=False, dry_run=False,
-            force=False, progress=None, source_optimizer=None, variables=None, source_config=None):
+            force=False, progress=None, source_optimizer=None, variables=None, source_config=None,
+            source_format=None):
     """Convert the optimizer state in `src` to generation `to` and write it to `dst`.
 
     Reads `src` (never modifies it), converts through the schema (`migrate`), writes `dst` in
@@ -152,12 +196,20 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
     A source that cannot tell which of several algorithms wrote it converts without
     `source_optimizer` only where all of them give the same output (the report says so);
     otherwise MappingError names them and what would differ.
-    source_optimizer / variables / source_config: hints for reading `src` (see load_state).
+    source_optimizer / variables / source_config: hints for reading `src` (see load_state);
+    source_format: read `src` as this format instead of detecting it.
+    An output that is the input, lies inside it or is an existing directory is refused, even with
+    `force`.
     progress(done, total, what): optional callback, called per tensor written.
     """
     from .candidates import migrate_candidates
     from .diff import diff
-    state = load_state(src, optimizer=source_optimizer, variables=variables, config=source_config)
+    if config is not None and not isinstance(config, dict):
+        raise SchemaError("%s: the target config must be a JSON object of hyperparameters; received %s"
+                          % (printable(dst), type(config).__name__))
+    _check_output(src, dst)
+    state = load_state(src, format=source_format, optimizer=source_optimizer, variables=variables,
+                       config=source_config)
     fmt = _target_format(dst, format, state.source.get("format"))
     if not fmt.can_write:
         raise FormatError(dst, "writing the %s format is not supported" % fmt.name)
@@ -169,15 +221,18 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
     target, report = migrate_candidates(state, to, fmt.stored_form, what="the %s output" % fmt.name,
                                         prepare=lambda t, r: _drop_unwritable(fmt, t, r),
                                         optimizer=optimizer, config=config, partial=partial)
+    if config:
+        check_config(config, target.optimizer, target.generation, src, field="target config (--target-config)")
     report.target_format = fmt.name
-    model = _read_model(src) if fmt.needs_model else None
+    model = _read_model(src, source_format) if fmt.needs_model else None
     fmt.check_writable(target, dst, model=model)  # a refusal that depends on the source, before anything is staged
     if dry_run:
         return report
     with _staged_output(dst, force) as staged:
         digests = {}
         fmt.write(_recording(target, digests, fmt.checksums), staged, model=model, progress=progress)
-        back = fmt.read(staged, optimizer=target.optimizer, variables=target.variables, config=target.config)
+        back = check_state(fmt.read(staged, optimizer=target.optimizer, variables=target.variables,
+                                    config=target.config), dst)
         check = diff(target, back, atol=0.0, tensor_check=_digest_check(digests))
         if not check.equal:
             raise FormatError(dst, "the written file does not read back as the converted state (%s); nothing was "
@@ -240,8 +295,8 @@ def _digest_check(digests):
     return check
 
 
-def _read_model(src):
-    source = formats.detect(src)
+def _read_model(src, source_format=None):
+    source = formats.get_format(source_format) if source_format else formats.detect(src)
     try:
         return source.read_model(src)
     except KerasOptMigrateError:
@@ -281,7 +336,8 @@ def upgrade(src, dst, **options):
     `.weights.h5` a Keras 3 `.weights.h5`.
     """
     from .formats.keras_model import UntranslatableModelError
-    source = formats.detect(src)
+    source_format = options.get("source_format")
+    source = formats.get_format(source_format) if source_format else formats.detect(src)
     fmt = options.pop("format", None)
     if fmt is None and source.name in FULL_MODEL_FORMATS:
         fmt = "keras_archive" if str(dst).lower().endswith(".keras") else "tf_checkpoint"

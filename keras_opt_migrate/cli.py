@@ -17,32 +17,103 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (its default prints usage too, which is fine)."""
 
     def error(self, message):
-        self.exit(EXIT_BAD_INPUT, "%s: error: %s\n" % (self.prog, message))
+        # `keras-opt-migrate: error: ` whichever subcommand parser complains (its prog names the command)
+        command = self.prog[len(PROG):].strip()
+        from .errors import printable
+        self.exit(EXIT_BAD_INPUT, "%s: error: %s%s\n" % (PROG, "%s: " % command if command else "", printable(message)))
+
+
+class ArgumentError(ValueError):
+    """A command-line argument that cannot be used (reported as one line, exit 2)."""
+
+
+MAX_VARIABLES_BYTES = 64 * 1024 * 1024
+
+
+def _json_argument(option, text):
+    """--config / --target-config: a JSON object, else ArgumentError saying what was received."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ArgumentError("bad argument %s: the JSON is nested too deeply" % option) from None
+    except ValueError as e:
+        raise ArgumentError("bad argument %s: not JSON (%s); expected an object such as '{\"epsilon\": 1e-08}'"
+                            % (option, e)) from None
+    if not isinstance(value, dict):
+        raise ArgumentError("bad argument %s: expected a JSON object of hyperparameters such as "
+                            "'{\"epsilon\": 1e-08}', received a JSON %s" % (option, _json_kind(value)))
+    return value
+
+
+def _json_kind(value):
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+def _shape(dims, where):
+    if not isinstance(dims, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                      for d in dims):
+        raise ArgumentError("bad argument --variables: %s: the shape must be a list of non-negative integers, "
+                            "received %s" % (where, json.dumps(dims)[:80]))
+    return tuple(dims)
 
 
 def _parse_variables(text):
     """--variables: a JSON file of [[name, shape, dtype?], ...] or 'name:5x4,name2:4'."""
     if text is None:
         return None
-    if os.path.isfile(text):
-        with open(text) as f:
-            data = json.load(f)
-        return [tuple(v) if isinstance(v, list) else (v["name"], v["shape"], v.get("dtype", "float32"))
-                for v in data]
+    if os.path.isfile(text):  # a regular file (a FIFO or device is not one, so it is never opened)
+        from .errors import printable
+        try:
+            with open(text, "rb") as f:
+                raw = f.read(MAX_VARIABLES_BYTES + 1)
+            if len(raw) > MAX_VARIABLES_BYTES:
+                raise ArgumentError("%s: the --variables file is larger than %d bytes" % (printable(text),
+                                                                                          MAX_VARIABLES_BYTES))
+            data = json.loads(raw)
+        except RecursionError:
+            raise ArgumentError("%s: the --variables JSON is nested too deeply; expected a list of "
+                                "[name, shape, dtype?]" % printable(text)) from None
+        except (ValueError, OSError) as e:
+            raise ArgumentError("%s: the --variables file is not readable JSON (%s)" % (printable(text), e)) from None
+        if not isinstance(data, list):
+            raise ArgumentError("%s: the --variables file must hold a JSON array of [name, shape, dtype?] or "
+                                "{\"name\": ..., \"shape\": ...}, received a JSON %s"
+                                % (printable(text), "object" if isinstance(data, dict) else _json_kind(data)))
+        out = []
+        for i, v in enumerate(data):
+            where = "%s: item %d" % (printable(text), i)
+            if isinstance(v, dict) and isinstance(v.get("name"), str) and "shape" in v:
+                name, dims, dtype = v["name"], v["shape"], v.get("dtype", "float32")
+            elif isinstance(v, list) and len(v) in (2, 3) and isinstance(v[0], str):
+                name, dims, dtype = v[0], v[1], v[2] if len(v) == 3 else "float32"
+            else:
+                raise ArgumentError("bad argument --variables: %s: expected [name, shape, dtype?] or "
+                                    "{\"name\": ..., \"shape\": ...}, received %s" % (where, json.dumps(v)[:80]))
+            if not isinstance(dtype, str):
+                raise ArgumentError("bad argument --variables: %s: the dtype must be a string" % where)
+            out.append((name, _shape(dims, where), dtype))
+        return out
     out = []
     for item in text.split(","):
         name, _, dims = item.strip().rpartition(":")
         if not name:
-            raise ValueError("--variables item %r is not NAME:SHAPE (e.g. dense/kernel:5x4)" % item)
-        shape = tuple(int(d) for d in dims.split("x")) if dims not in ("", "scalar") else ()
+            raise ArgumentError("bad argument --variables: item %r is not NAME:SHAPE (e.g. dense/kernel:5x4)" % item)
+        try:
+            shape = tuple(int(d) for d in dims.split("x")) if dims not in ("", "scalar") else ()
+        except ValueError:
+            raise ArgumentError("bad argument --variables: item %r: the shape %r is not dimensions joined by x "
+                                "(e.g. 5x4)" % (item, dims)) from None
+        if any(d < 0 for d in shape):
+            raise ArgumentError("bad argument --variables: item %r: negative dimension" % item)
         out.append((name, shape))
     return out
 
 
 def _load_options(args):
-    config = json.loads(args.config) if getattr(args, "config", None) else None
     return {"format": args.format, "optimizer": args.optimizer, "variables": _parse_variables(args.variables),
-            "config": config}
+            "config": _json_argument("--config", getattr(args, "config", None))}
 
 
 def _add_load_options(p):
@@ -95,6 +166,7 @@ class _Progress:
 def _convert_options(args):
     load = _load_options(args)
     return {"source_optimizer": load["optimizer"], "variables": load["variables"], "source_config": load["config"],
+            "source_format": load["format"],
             "format": args.to_format, "partial": args.partial, "dry_run": args.dry_run, "force": args.force,
             "progress": _Progress(sys.stderr.isatty() and not args.json)}
 
@@ -118,7 +190,7 @@ def _print_conversion(args, report):
 def cmd_convert(args):
     from .api import convert
     options = _convert_options(args)
-    target_config = json.loads(args.target_config) if args.target_config else None
+    target_config = _json_argument("--target-config", args.target_config)
     report = convert(args.src, args.dst, args.to, optimizer=args.to_optimizer, config=target_config, **options)
     _print_conversion(args, report)
     return EXIT_OK
@@ -136,6 +208,18 @@ def cmd_diff(args):
     result = diff(args.a, args.b, atol=args.atol, **_load_options(args))
     print(json.dumps(result.to_json(), indent=1, sort_keys=True) if args.json else result.format_text())
     return EXIT_OK if result.equal else EXIT_FINDINGS
+
+
+def _tolerance(text):
+    """--atol: a finite number >= 0 (NaN would make every comparison pass, a negative one every one fail)."""
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number >= 0, received %r" % text) from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("expected a finite number >= 0, received %r" % text)
+    return value
 
 
 def build_parser():
@@ -192,7 +276,7 @@ def build_parser():
     p = sub.add_parser("diff", help="compare two optimizer states slot by slot (exit 1 when they differ)")
     p.add_argument("a")
     p.add_argument("b")
-    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: bit-exact)")
+    p.add_argument("--atol", type=_tolerance, default=0.0, help="absolute tolerance (default 0: bit-exact)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_load_options(p)
     p.set_defaults(func=cmd_diff)
@@ -243,10 +327,8 @@ def main(argv=None):
     from .errors import KerasOptMigrateError
     try:
         return args.func(args)
-    except KerasOptMigrateError as e:
+    except (ArgumentError, KerasOptMigrateError) as e:
         print("%s: error: %s" % (PROG, _with_path(args, _one_line(e))), file=sys.stderr)
-    except json.JSONDecodeError as e:  # --config / --target-config / --variables JSON
-        print("%s: error: bad argument: %s" % (PROG, _one_line(e)), file=sys.stderr)
     except ValueError as e:
         print("%s: error: %s" % (PROG, _with_path(args, _one_line(e))), file=sys.stderr)
     except BrokenPipeError:
@@ -257,8 +339,10 @@ def main(argv=None):
             pass
         return EXIT_OK
     except OSError as e:
-        print("%s: error: %s: %s" % (PROG, getattr(e, "filename", "") or _paths(args), e.strerror or e),
-              file=sys.stderr)
+        print("%s: error: %s: %s" % (PROG, _printable(getattr(e, "filename", "") or _paths(args)),
+                                     _one_line(e.strerror or e)), file=sys.stderr)
+    except RecursionError as e:
+        print("%s: error: %s: input nested too deeply (%s)" % (PROG, _paths(args), _one_line(e)), file=sys.stderr)
     except KeyboardInterrupt:
         print("%s: interrupted" % PROG, file=sys.stderr)
         return 130
@@ -272,16 +356,26 @@ def main(argv=None):
 
 def _with_path(args, message):
     """`<path>: <problem>`: errors raised without a file (migration, mapping) get the command's paths."""
-    paths = [str(getattr(args, k)) for k in ("path", "a", "b", "src", "dst") if getattr(args, k, None)]
+    paths = [_printable(getattr(args, k)) for k in ("path", "a", "b", "src", "dst") if getattr(args, k, None)]
     if any(message.startswith(p) for p in paths) or not paths:
         return message
     return "%s: %s" % (_paths(args), message)
 
 
 def _paths(args):
-    return " ".join(str(getattr(args, k)) for k in ("path", "a", "b", "src") if getattr(args, k, None))
+    return " ".join(_printable(getattr(args, k)) for k in ("path", "a", "b", "src") if getattr(args, k, None))
+
+
+def _printable(text):
+    from .errors import printable
+    return printable(text)
 
 
 def _one_line(error):
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    """The message as one line: our messages whole, with control characters (a newline in a file name)
+    escaped; a library's multi-line text by its first line."""
+    from .errors import KerasOptMigrateError
+    text = str(error).strip()
+    if not isinstance(error, KerasOptMigrateError):
+        text = (text.splitlines() or [""])[0]
+    return _printable(text) or type(error).__name__

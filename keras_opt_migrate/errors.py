@@ -6,6 +6,17 @@ expected, what was received and what to do; file errors name the file.
 """
 
 
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text):
+    """`text` with control characters (a newline in a file name, ...) escaped, so a message stays one line."""
+    return _CONTROL.sub(lambda m: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(m.group(), "\\x%02x" % ord(m.group())),
+                        str(text))
+
+
 class KerasOptMigrateError(ValueError):
     """Base class of every error raised by keras-opt-migrate."""
 
@@ -19,7 +30,7 @@ class FormatError(KerasOptMigrateError):
     def __init__(self, path, problem):
         self.path = str(path)
         self.problem = problem
-        super().__init__("%s: %s" % (self.path, problem))
+        super().__init__("%s: %s" % (printable(self.path), problem))
 
 
 class UnsupportedFormatError(FormatError):

@@ -187,7 +187,8 @@ def test_bomb_in_subprocess(attack_id, corpus, tmp_path, worker):
     assert _tree_hash(root / attack_id) == before
 
 
-SUBPROCESS_SAMPLE = ["tf.shape_negative", "h5.external_link_passwd", "keras.path_traversal", "sm.metadata_deep_json"]
+SUBPROCESS_SAMPLE = ["tf.shape_negative", "h5.external_link_passwd", "keras.path_traversal", "sm.metadata_deep_json",
+                     "h5.fifo", "tf.iter_string", "native.iterations_string"]
 
 
 @pytest.mark.parametrize("attack_id", SUBPROCESS_SAMPLE)

@@ -7,8 +7,9 @@ too, so they are tried before the generic Keras HDF5 adapter.
 
 import os
 
-from ..errors import FormatError, UnsupportedFormatError
+from ..errors import FormatError, KerasOptMigrateError, UnsupportedFormatError, printable
 from . import hdf5, keras_archive, native, savedmodel, tf1_checkpoint, tf_checkpoint
+from .base import check_input_path
 
 REGISTRY = [native.FORMAT, tf_checkpoint.FORMAT, tf1_checkpoint.FORMAT, savedmodel.FORMAT,
             keras_archive.WEIGHTS_FORMAT, keras_archive.FORMAT, hdf5.FORMAT]
@@ -30,11 +31,16 @@ def get_format(name):
     for f in REGISTRY:
         if f.name == name:
             return f
-    raise UnsupportedFormatError(name, "unknown format; expected one of: %s" % ", ".join(f.name for f in REGISTRY))
+    raise KerasOptMigrateError("unknown format %r; expected one of: %s"
+                               % (printable(name), ", ".join(f.name for f in REGISTRY)))
 
 
 def detect(path):
-    """The adapter that reads `path`, or a FormatError saying why none does."""
+    """The adapter that reads `path`, or a FormatError saying why none does.
+
+    A FIFO, device or socket is refused before any adapter opens it (opening a FIFO blocks).
+    """
+    check_input_path(path)
     failed = None
     for fmt in REGISTRY:
         try:

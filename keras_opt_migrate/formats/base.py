@@ -13,21 +13,87 @@ a TF checkpoint, ...).
 
 import contextlib
 import dataclasses
+import math
 import os
+import stat
 import tempfile
 from typing import Any, List, Optional, Tuple
+
+import numpy as np
 
 from ..errors import FormatError
 
 MAX_JSON_BYTES = 64 * 1024 * 1024  # configs larger than this are refused as hostile
+INT64_MAX = 2 ** 63 - 1
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_kind(path):
+    """What `path` is when it exists and is neither a regular file nor a directory (None otherwise).
+
+    `os.stat` follows symlinks and opens nothing, so a FIFO is named without blocking on it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file or directory")
+
+
+def check_input_path(path):
+    """Refuse an input that is a FIFO, device or socket before anything opens it.
+
+    `path` may be a file, a directory or a TF checkpoint prefix (then its `.index` is checked).
+    Opening a FIFO blocks until a writer comes; reading a device never ends.
+    """
+    path = str(path)
+    for candidate in (path, path + ".index"):
+        kind = special_kind(candidate)
+        if kind is not None:
+            raise FormatError(path, "%s is %s, not a regular file or directory; expected an optimizer-state file, "
+                                    "a checkpoint prefix or a model directory"
+                              % ("it" if candidate == path else candidate, kind))
+        if os.path.lexists(candidate):
+            return
+
+
+def counter_value(value, where, what="iterations"):
+    """A stored step counter as a Python int: an integer (or integral float) in [0, 2**63 - 1].
+
+    `int()` would read a string tensor b"5" as 5 and turn -1e30 into a 31-digit int that no
+    writer can store; both are damage, refused naming `where` (the file) and `what` (the key).
+    """
+    array = np.asarray(value)
+    if array.shape != () and array.size == 1:
+        array = array.reshape(())
+    if array.shape != ():
+        raise FormatError(where, "%s should be a scalar, found shape %s" % (what, array.shape))
+    if array.dtype.kind in "iu":
+        number = int(array)
+    elif array.dtype.kind == "f" and math.isfinite(float(array)) and float(array) == math.floor(float(array)):
+        number = int(float(array))
+    else:
+        shown = array.item()
+        raise FormatError(where, "%s should be an integer step counter, found %s %r; the file is damaged"
+                          % (what, array.dtype.name, shown if not isinstance(shown, bytes) else shown[:40]))
+    if not 0 <= number <= INT64_MAX:
+        raise FormatError(where, "%s should be a step counter in [0, 2**63 - 1], found %d; the file is damaged"
+                          % (what, number))
+    return number
 
 
 def read_prefix(path, n):
-    """The first n bytes of a regular file ('' for directories or unreadable files)."""
+    """The first n bytes of a regular file ('' for directories, special or unreadable files)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return b""
         with open(path, "rb") as f:
             return f.read(n)
-    except (IsADirectoryError, PermissionError, FileNotFoundError, OSError):
+    except (IsADirectoryError, PermissionError, FileNotFoundError, OSError, ValueError):
         return b""
 
 

@@ -23,7 +23,7 @@ from ..optimizers.spec import positional_layout
 from ..schema import OptimizerState, VariableSpec
 from . import keras_common as kc
 from . import keras_model as km
-from .base import Format, ModelPayload, is_hdf5
+from .base import Format, ModelPayload, counter_value, is_hdf5
 from .mapping import attach_named, attach_positional, strip_device_suffix
 
 ITERATION_NAMES = ("iter", "iteration", "iterations")
@@ -123,7 +123,7 @@ def attach_list(state, info, names, tensors, origin):
         if p[0] != "extra":
             continue
         if p[1] == "iterations":
-            state.iterations = int(np.asarray(t))
+            state.iterations = counter_value(t, origin, what=n)
             keys["iterations"] = n
         else:
             state.extra[p[1]] = t

@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import MappingError
 from ..optimizers.spec import positional_layout
 from ..schema import VariableSpec, materialize
+from .base import counter_value
 
 
 # Spellings of other generations -> the Keras names the schema uses (Keras v1 `lr`; TF1's
@@ -76,7 +77,7 @@ def attach_positional(state, spec, generation, tensors, origin, prefix=True, wha
             state.slots.setdefault(var, {})[entry.name] = tensor
             keys["slots/%s/%s" % (var, entry.name)] = key
         elif entry.name == "iterations":
-            state.iterations = int(materialize(tensor))
+            state.iterations = counter_value(materialize(tensor), origin, what=key)
             keys["iterations"] = key
         else:
             state.extra[entry.name] = tensor

@@ -11,9 +11,10 @@ import json
 import h5py
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, SchemaError, printable
 from ..schema import LazyTensor, materialize
 from ..schema import v2 as schema_current
+from ..schema.validate import check_state, is_integer
 from ..schema.upgrade import upgrade_header
 from .base import Format, atomic_output, check_h5_storage, is_hdf5
 
@@ -51,6 +52,7 @@ class NativeFormat(Format):
                 raise FormatError(path, "header is not a JSON object")
             try:
                 header = upgrade_header(header, origin=str(path))
+                _check_header(header, path)
                 datasets = {}
                 for t in header["tensors"]:
                     name = t["dataset"]
@@ -66,11 +68,19 @@ class NativeFormat(Format):
             except (KeyError, TypeError) as e:
                 raise FormatError(path, "malformed keras-opt-migrate header (missing or bad field %s)" % e) from e
         state.source = dict(state.source)
-        state.source.setdefault("native", {})["path"] = str(path)
-        return state
+        # `path` is this file; where the state was first read from stays under native.first_read_from
+        first = state.source.get("path")
+        native = dict(state.source.get("native") or {})
+        native["path"] = str(path)
+        if first is not None and first != str(path):
+            native.setdefault("first_read_from", first)
+        state.source["native"] = native
+        state.source["path"] = str(path)
+        return check_state(state, path)
 
     def write(self, state, path, **options):
         state.validate()
+        check_state(state, path)
         header, datasets = schema_current.encode_header(state)
         with atomic_output(path) as tmp:
             with _untimed_file(tmp) as f:
@@ -80,6 +90,53 @@ class NativeFormat(Format):
                 for name, value in datasets:
                     f.create_dataset(name, data=materialize(value), track_times=False)
         return path
+
+
+def _check_header(header, path):
+    """The header's own structure, which `decode_header` trusts: typed fields, each tensor listed once.
+
+    (Values a state could hold at all, such as shapes and counters, are `check_state`'s.)
+    """
+    def bad(field, problem):
+        raise SchemaError("%s: invalid keras-opt-migrate header: %s: %s" % (printable(path), field, problem))
+
+    for field in ("optimizer", "generation"):
+        if not isinstance(header.get(field), str):
+            bad(field, "expected a string, received %r" % type(header.get(field)).__name__)
+    if not isinstance(header.get("config") or {}, dict):
+        bad("config", "expected a JSON object, received %s" % type(header["config"]).__name__)
+    if not isinstance(header.get("source") or {}, dict):
+        bad("source", "expected a JSON object, received %s" % type(header["source"]).__name__)
+    if not isinstance(header.get("warnings") or [], list):
+        bad("warnings", "expected a list, received %s" % type(header["warnings"]).__name__)
+    variables, tensors = header.get("variables"), header.get("tensors")
+    for field, value in (("variables", variables), ("tensors", tensors)):
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            bad(field, "expected a list of objects")
+    for i, v in enumerate(variables):
+        if not isinstance(v.get("name"), str):
+            bad("variables[%d].name" % i, "expected a string")
+        shape = v.get("shape")
+        if not isinstance(shape, list) or not all(is_integer(d) and d >= 0 for d in shape):
+            bad("variables[%d].shape" % i, "expected a list of non-negative integers, received %r" % (shape,))
+        try:
+            np.dtype(v.get("dtype"))
+        except TypeError:
+            bad("variables[%d].dtype" % i, "not a dtype: %r" % (v.get("dtype"),))
+    seen = set()
+    for i, t in enumerate(tensors):
+        kind = t.get("kind")
+        if kind not in ("slot", "extra"):
+            bad("tensors[%d].kind" % i, "expected 'slot' or 'extra', received %r" % (kind,))
+        if not isinstance(t.get("name"), str) or not isinstance(t.get("dataset"), str):
+            bad("tensors[%d]" % i, "name and dataset must be strings")
+        if kind == "slot" and not isinstance(t.get("variable"), str):
+            bad("tensors[%d].variable" % i, "expected a variable name, received %r" % (t.get("variable"),))
+        key = (kind, t.get("variable") if kind == "slot" else None, t["name"])
+        if key in seen:
+            bad("tensors[%d]" % i, "%s %s%s is listed twice" % (kind, t["name"],
+                                                                " of %s" % key[1] if kind == "slot" else ""))
+        seen.add(key)
 
 
 def _untimed(kind):

@@ -141,7 +141,7 @@ class Tf1CheckpointFormat(Format):
                 keys["extra/%s" % extras[key]] = key
                 power_key = key if extras[key] == "beta1_power" else power_key
         if STEP_KEY in bundle:
-            state.iterations = int(bundle.scalar(STEP_KEY))
+            state.iterations = bundle.counter(STEP_KEY)
             keys["iterations"] = STEP_KEY
         tf1_iterations(state, bundle, power_key, origin)
 

@@ -87,11 +87,23 @@ def _check_inside(origin, prefix):
     """A `checkpoint` file may only name a prefix inside its own directory."""
     if origin is None or not os.path.isdir(str(origin)):
         return
-    root = os.path.normpath(os.path.abspath(str(origin)))
-    target = os.path.normpath(os.path.abspath(prefix))
-    if os.path.commonpath([root, target]) != root:
-        raise FormatError(origin, "its `checkpoint` file points outside the directory, at %s; refusing to "
-                                  "follow it (pass the checkpoint prefix itself)" % prefix)
+    # realpath, not abspath: a symlink inside the directory (to the prefix's directory or to its
+    # files) must not lead out of it
+    root = os.path.realpath(str(origin))
+    directory = os.path.dirname(prefix) or "."
+    files = [prefix + ".index"] + [os.path.join(directory, n) for n in _listdir(directory)
+                                   if n.startswith(os.path.basename(prefix) + ".data-")]
+    for target in [prefix] + files:
+        if os.path.commonpath([root, os.path.realpath(target)]) != root:
+            raise FormatError(origin, "its `checkpoint` file points outside the directory, at %s; refusing to "
+                                      "follow it (pass the checkpoint prefix itself)" % target)
+
+
+def _listdir(directory):
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []
 
 
 # -- the index, parsed without TensorFlow ----------------------------------------------------------
@@ -458,6 +470,14 @@ class Bundle:
             raise FormatError(self.origin, "%s should be a scalar, found shape %s" % (key, value.shape))
         return value.item()
 
+    def counter(self, key):
+        """A step counter (`iterations`, `global_step`): an integer in [0, 2**63 - 1], else FormatError."""
+        from .base import counter_value
+        value = self.read(key)
+        if value.shape != ():
+            raise FormatError(self.origin, "%s should be a scalar, found shape %s" % (key, value.shape))
+        return counter_value(value, self.origin, what=key)
+
     def object_graph(self):
         """The parsed object graph, or None for a name-based (TF1 Saver) checkpoint."""
         if GRAPH_KEY not in self.shapes:
@@ -587,6 +607,12 @@ class ObjectGraph:
             if bad:
                 raise FormatError(self.origin, "the object graph is corrupt: node %d refers to node %d of %d"
                                   % (i, bad[0], n))
+            for s in node.slot_variables:
+                # a variable is never its own optimizer slot (the kernel would become its own `m`)
+                if s.original_variable_node_id == s.slot_variable_node_id:
+                    raise FormatError(self.origin, "the object graph is corrupt: node %d's slot %r of variable node %d "
+                                                   "points at that variable itself"
+                                      % (i, s.slot_name[:40], s.original_variable_node_id))
 
     def children(self, node_id):
         """{local name: node id} in the order the object tracked them."""
@@ -604,6 +630,16 @@ class ObjectGraph:
         if not all(name.isdigit() for name, _ in items):
             raise FormatError(self.origin, "object %d should be a list, has children %s"
                               % (node_id, [name for name, _ in items][:5]))
+        # a tracked list names its items 0 .. n-1; a gap, a repeat or `007` is damage, and reading
+        # the items in sorted order would shift every position after it
+        names = sorted(name for name, _ in items)
+        expected = sorted(str(i) for i in range(len(items)))
+        if names != expected:
+            odd = sorted(set(names) - set(expected), key=lambda n: (len(n), n))[:3] or \
+                sorted(n for n in set(names) if names.count(n) > 1)[:3]
+            raise FormatError(self.origin, "object %d is a list of %d items, which should be numbered 0 to %d; found "
+                                           "%s; the object graph is damaged"
+                              % (node_id, len(items), len(items) - 1, ", ".join(n[:20] for n in odd)))
         return [i for _, i in sorted(items, key=lambda t: int(t[0]))]
 
     def value_key(self, node_id):

@@ -266,7 +266,7 @@ def read_object_graph(bundle, graph, origin, *, optimizer=None, variables=None, 
         keys["extra/%s" % canonical] = key
     step = graph.child(root, STEP_CHILD)
     if state.iterations is None and step is not None and graph.value_key(step) in bundle:
-        state.iterations = int(bundle.scalar(graph.value_key(step)))  # tf.train.Checkpoint(global_step=...)
+        state.iterations = bundle.counter(graph.value_key(step))  # tf.train.Checkpoint(global_step=...)
         keys["iterations"] = graph.value_key(step)
     state.source["root"] = "save_weights" if model_node is None else "checkpoint"
     if found.wrapper:
@@ -469,7 +469,7 @@ def _read_named(bundle, graph, origin, found, model_root, opt_node, name_of, hin
             continue
         canonical = spec.canonical_extra(gen, name)
         if name == "iter":
-            state.iterations = int(bundle.scalar(key))
+            state.iterations = bundle.counter(key)
             keys["iterations"] = key
         elif canonical:
             found.extras[canonical] = key
@@ -477,7 +477,7 @@ def _read_named(bundle, graph, origin, found, model_root, opt_node, name_of, hin
             state.config[name] = bundle.scalar(key)
             keys["config/%s" % name] = key
     if found.step_key:
-        state.iterations = int(bundle.scalar(found.step_key))
+        state.iterations = bundle.counter(found.step_key)
         keys["iterations"] = found.step_key
     if gen == "tf1":
         tf1_iterations(state, bundle, found.extras.get("beta1_power"), origin)

@@ -22,6 +22,7 @@ import zlib
 from ..errors import FormatError
 
 USERBLOCK = 512  # the smallest HDF5 user block
+ENCRYPTED = 0x1  # general-purpose flag bit 0: the member is encrypted
 ZIP64_LIMIT = 0xFFFFFFFF
 ALIGN_EXTRA_ID = 0xD935  # an extra field used only to pad a local header (what zipalign writes)
 MADE_BY = (3 << 8) | 20  # Unix, zip 2.0 (what Python's zipfile writes)
@@ -35,7 +36,14 @@ _LOCATOR64 = struct.Struct("<4sIQI")
 # -- reading ---------------------------------------------------------------------------------------
 
 def stored_data_offset(path, info):
-    """Where a stored member's bytes start in the archive, checked against its local header."""
+    """Where a stored member's bytes start in the archive, checked against its local header.
+
+    A member flagged as encrypted (general-purpose bit 0, in the central directory or the local
+    header) holds ciphertext: `zipfile`, and so Keras, refuse it, and so do we.
+    """
+    if info.flag_bits & ENCRYPTED:
+        raise FormatError(path, "%s is an encrypted zip member; Keras cannot read it either (expected a plain "
+                                "stored member)" % info.filename)
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         header = f.read(_LOCAL.size)
@@ -45,6 +53,9 @@ def stored_data_offset(path, info):
         if fields[0] != b"PK\x03\x04":
             raise FormatError(path, "%s has no local header at offset %d (bad magic)"
                               % (info.filename, info.header_offset))
+        if fields[2] & ENCRYPTED:
+            raise FormatError(path, "%s is an encrypted zip member (its local header says so); Keras cannot read "
+                                    "it either (expected a plain stored member)" % info.filename)
         name = f.read(fields[9])
         if name.decode("utf8", "replace") != info.filename and name.decode("cp437") != info.filename:
             raise FormatError(path, "the local header names %r, the central directory %r"

@@ -49,6 +49,12 @@ def _exports(config):
     return bool(config.get("export_clipping_factors"))
 
 
+# tensorflow-recommenders ClippyAdagrad (0.7.3). Its `get_config` leaves out
+# `use_standard_accumulator_update`, so no .h5 / .keras file it writes can say a run used it: read
+# alone, such a file continues with the default (False), which differs from the run (4.5e-3 over 47
+# steps in tests/optimizers/test_clippyadagrad_tfrs.py); the conversion report lists it as
+# assumed-default and `--config '{"use_standard_accumulator_update": true}'` makes the continuation
+# exact. With everything stored, sparse and dense continue within float rounding of tfrs.
 CLIPPYADAGRAD_SPEC = AlgorithmSpec(
     name="clippyadagrad",
     slots=("accumulator", "clipping_factor"),

@@ -1,4 +1,4 @@
-"""Keras v1 parity: ours (eager) against the real `optimizer_v1` classes (graph mode), >= 20 steps.
+"""Keras v1 parity: ours (eager) against the real `optimizer_v1` classes (graph mode), >= 20 steps (Nadam 50).
 
 Every case uses non-default hyperparameters on a model with dense and sparse (`IndexedSlices`)
 gradients. Required: max |difference| <= 1e-6 after every step, `get_weights()` equal to the
@@ -25,7 +25,16 @@ CASES = [
     ("Adam", dict(lr=0.01, beta_1=0.85, beta_2=0.9, amsgrad=True, clipvalue=0.3)),
     ("Adamax", dict(lr=0.01, beta_1=0.8, beta_2=0.95, epsilon=1e-6, decay=0.05)),
     ("Nadam", dict(lr=0.01, beta_1=0.8, beta_2=0.95, epsilon=1e-6, schedule_decay=0.01)),
+    # Nadam's warming schedule over longer runs (issue 12 reported a 6.4e-2 gap after 25 steps, which
+    # we could not reproduce: ours is bit-equal to the real class over 50 steps here, with resource and
+    # ref variables, one or several executor threads, ours eager or in a tf.function, and also against
+    # tf_keras `train_on_batch` with eager execution disabled), defaults included.
+    ("Nadam", dict()),
+    ("Nadam", dict(lr=0.005, schedule_decay=0.004, clipnorm=1.0)),
+    ("Nadam", dict(lr=0.02, beta_1=0.95, beta_2=0.99, epsilon=1e-5, schedule_decay=0.05)),
 ]
+# cases run for more steps than STEPS (the schedule's product only drifts over long runs)
+LONG_RUNS = {"Nadam": 50}
 
 
 def _id(case):
@@ -50,18 +59,20 @@ def run_ours(class_name, kwargs, steps):
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_trajectory_weights_and_config_match_the_real_class(case):
     class_name, kwargs = case
-    got_traj, opt = run_ours(class_name, kwargs, STEPS)
+    steps = LONG_RUNS.get(class_name, STEPS)
+    got_traj, opt = run_ours(class_name, kwargs, steps)
     # Keras v1 Adam/Adamax/Nadam read `iterations` for `decay` with no control dependency on its
     # increment: a race in the real graph. The single-threaded executor almost always reads after the
     # increment (what we implement, and what wrote the fixtures); under heavy load it was seen once
     # to read before (3.7e-4 apart). Such a reference run is repeated, at most twice more.
     racy = class_name in ("Adam", "Adamax", "Nadam") and kwargs.get("decay")
     for _ in range(3 if racy else 1):
-        want_traj, want_weights, want_config = run_keras_v1(class_name, kwargs, STEPS)
+        want_traj, want_weights, want_config = run_keras_v1(class_name, kwargs, steps)
         worst = max(float(np.max(np.abs(g - w))) for gs, ws in zip(got_traj, want_traj) for g, w in zip(gs, ws))
         if worst <= TOL:
             break
-    assert worst <= TOL, "max |ours - real| over %d steps = %g" % (STEPS, worst)
+    assert len(got_traj) == len(want_traj) == steps
+    assert worst <= TOL, "max |ours - real| over %d steps = %g" % (steps, worst)
     moved = max(float(np.max(np.abs(g - w))) for g, w in zip(got_traj[-1], initial_values()))
     assert moved > 1e-2, "the parameters barely moved; the comparison would prove nothing"
 

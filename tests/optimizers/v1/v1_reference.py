@@ -22,7 +22,7 @@ def initial_values(seed=7):
     return [(0.5 * rng.standard_normal(shape)).astype(np.float32) for _, shape in SHAPES]
 
 
-MAX_STEPS = 40
+MAX_STEPS = 60
 
 
 def batches(steps, seed=11):
