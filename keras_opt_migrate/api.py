@@ -277,7 +277,9 @@ def upgrade(src, dst, **options):
     source = formats.detect(src)
     fmt = options.pop("format", None)
     if fmt is None and source.name in FULL_MODEL_FORMATS:
-        fmt = "keras_archive" if str(dst).lower().endswith(".keras") else "tf_checkpoint"
+        lower = str(dst).lower()
+        fmt = "keras_archive" if lower.endswith(".keras") else "keras_weights_h5" if lower.endswith(
+            ".weights.h5") else "tf_checkpoint"
     try:
         return convert(src, dst, "keras3", format=fmt, **options)
     except UntranslatableModelError as e:

@@ -15,6 +15,8 @@ zip by h5py without extracting anything. No Keras object is deserialized.
 """
 
 import contextlib
+import copy
+import dataclasses
 import json
 import os
 import re
@@ -26,6 +28,7 @@ import numpy as np
 from ..errors import FormatError, KerasOptMigrateError, MappingError, UnsupportedFormatError
 from ..schema import OptimizerState, VariableSpec, materialize
 from . import keras_common as kc
+from . import keras3_model as k3m
 from . import keras_model as km
 from .base import MAX_JSON_BYTES, Format, ModelPayload, is_hdf5, is_zip
 from .hdf5 import KERAS3_LSO_VARIABLES, create_dataset, report_missing
@@ -285,6 +288,32 @@ def _name_layer_vars(layer, datasets, warnings):
     return [(VariableSpec(n, ds.shape, ds.dtype), ds) for (n, t), ds in zip(named, datasets) if t]
 
 
+def _has_nested_groups(f, path):
+    """Whether a layer group holds groups of its own (sub-layers: MultiHeadAttention, nested models)."""
+    if not kc.h5_has(f, "layers"):
+        return False
+    for name in f["layers"]:
+        group = kc.h5_node(f, "layers/" + name, path, h5py.Group)
+        if any(child != "vars" for child in group):
+            return True
+    return False
+
+
+def keras3_variables(f, model_config, path):
+    """[(VariableSpec, dataset)] of a Keras 3 archive's trainable variables in `trainable_variables` order,
+    as Keras 3 itself builds the model from config.json (nothing is allocated or run)."""
+    rebuilt = k3m.build(model_config, path, "3")
+    out = []
+    for i in rebuilt.trainable:
+        var = rebuilt.variables[i]
+        where = "%s/vars/%s" % (var.group, var.key) if var.group else "vars/" + var.key
+        ds = kc.h5_node(f, where, path, h5py.Dataset)
+        if tuple(ds.shape) != var.shape:
+            raise FormatError(path, "%s holds shape %s, Keras 3's %s has %s" % (where, ds.shape, var.path, var.shape))
+        out.append((VariableSpec(var.path, ds.shape, ds.dtype), ds))
+    return out
+
+
 def variables_without_config(f, path, warnings):
     """Variables of a `.weights.h5` (no config): layer groups in storage order, all assumed trainable."""
     if not kc.h5_has(f, "layers"):
@@ -455,11 +484,19 @@ class KerasArchiveFormat(Format):
             return _tf_keras_unwritable(state)
         return _keras3_unwritable(state)
 
+    def check_writable(self, state, path, model=None):
+        if state.generation == "keras3" and _keras2_source(model):
+            k3m.order_state_variables(k3m.for_payload(model, str(path)), model, state, str(path))
+
     def write(self, state, path, model=None, progress=None, **options):
         """Config, metadata and model.weights.h5 that the target generation's `load_model` restores:
         Keras 3's for `keras3`, tf_keras 2.21's for `experimental`."""
         path = str(path)
-        if state.generation == "keras3":
+        rebuilt = None
+        if state.generation == "keras3" and _keras2_source(model):
+            rebuilt = k3m.for_payload(model, path)  # Keras 3 itself rebuilds a Keras 2 model
+            config, version, compile_config = copy.deepcopy(rebuilt.config), km.KERAS3_VERSION, km.keras3_compile_config
+        elif state.generation == "keras3":
             config, version, compile_config = _keras3_config(model, path), km.KERAS3_VERSION, km.keras3_compile_config
         elif state.generation == "experimental":
             config, version = _keras2_config(model, path), km.TF_KERAS_VERSION
@@ -471,7 +508,10 @@ class KerasArchiveFormat(Format):
         # model.weights.h5 is written in place, one tensor at a time, then the zip is built around it
         archive = StreamedArchive(path, WEIGHTS, date_time=ZIP_DATE, external_attr=ZIP_MODE)
         with h5py.File(path, "w", userblock_size=archive.userblock) as f:
-            entry = write_archive_weights(f, state, model, config, path, progress)
+            if rebuilt is not None:
+                entry = write_keras3_weights(f, state, model, rebuilt, path, progress)
+            else:
+                entry = write_archive_weights(f, state, model, config, path, progress)
         config["compile_config"] = compile_config((model.extra or {}).get("training_config"), entry)
         metadata = {"keras_version": version}
         archive.finish({CONFIG: json.dumps(config).encode("utf8"), METADATA: json.dumps(metadata).encode("utf8")})
@@ -508,7 +548,12 @@ class KerasArchiveFormat(Format):
                 warnings.append("config.json has no compiled optimizer; optimizer=%r was used" % optimizer)
             layers = kc.model_layers(model_config, path)
             with open_weights(path) as f:
+                before = len(warnings)
                 found = variables_from_config(f, layers, path, warnings)
+                if kc.keras_major(keras_version) == 3 and (_has_nested_groups(f, path) or any(
+                        "cannot prove" in w for w in warnings[before:])):
+                    found = keras3_variables(f, model_config, path)  # only Keras 3 knows these layers' order
+                    del warnings[before:]
                 found = _apply_hint(found, variables, warnings)
                 state = read_weights_file(f, path, info, found, TensorOpener(path), WEIGHTS + ":", warnings)
         except MappingError as e:
@@ -562,11 +607,20 @@ class KerasWeightsFormat(Format):
     def unwritable(self, state):
         return _keras3_unwritable(state)
 
+    def check_writable(self, state, path, model=None):
+        if state.generation == "keras3" and _keras2_source(model):
+            k3m.order_state_variables(k3m.for_payload(model, str(path)), model, state, str(path))
+
     def write(self, state, path, model=None, progress=None, **options):
         """A Keras 3 `.weights.h5` (what `model.save_weights` writes), loadable by `model.load_weights`."""
         path = str(path)
         if state.generation != "keras3":
             raise FormatError(path, "the .weights.h5 writer lays out Keras 3 state, not %s" % state.generation)
+        if _keras2_source(model):
+            rebuilt = k3m.for_payload(model, path)
+            with h5py.File(path, "w") as f:
+                write_keras3_weights(f, state, model, rebuilt, path, progress)
+            return
         if model is not None and isinstance(model.config, dict):
             config3 = km.keras3_model_config(model.config, path, model.keras_version)
         elif model is not None and any("group" in l for l in (model.extra or {}).get("layers", [])):
@@ -728,6 +782,34 @@ def write_archive_weights(f, state, model, config, where, progress=None):
     if keras3:
         root.attrs["name"] = config["config"].get("name") or "functional"
     return entry
+
+
+def _keras2_source(model):
+    """Whether the source payload carries a Keras 2 model config (which Keras 3 rebuilds to write it)."""
+    return model is not None and isinstance(model.config, dict) and not km.is_keras3_config(model.config,
+                                                                                            model.keras_version)
+
+
+def write_keras3_weights(f, state, model, rebuilt, where, progress=None):
+    """A Keras 3 `model.weights.h5` of a Keras 2 source model as Keras 3 itself lays it out.
+
+    `rebuilt` (`keras3_model.Keras3Model`) says which group and dataset each Keras 3 variable
+    goes to and which source weight it holds; the weights are streamed one at a time. The
+    optimizer's list follows the Keras 3 model's `trainable_variables` order. Returns the
+    serialized optimizer.
+    """
+    ordered = k3m.order_state_variables(rebuilt, model, state, where)
+    state3 = dataclasses.replace(state, variables=ordered)
+    entries = kc.optimizer_arrays(state3, where)
+    for group, metadata in rebuilt.groups:
+        if metadata:
+            vars_group = f.require_group("%s/vars" % group if group else "vars")
+            for key, value in metadata.items():
+                vars_group.attrs[key] = value
+    for var in rebuilt.variables:
+        vars_group = f.require_group("%s/vars" % var.group if var.group else "vars")
+        create_dataset(vars_group, var.key, model.weights[var.source][1])
+    return write_optimizer_groups(f, state3, entries, where, progress)
 
 
 def write_optimizer_groups(f, state, entries, where, progress=None):
