@@ -9,16 +9,25 @@ into the same architecture built in Keras 3 code and compiled with the same opti
 weight, trainable or not, must equal the saved one exactly, the optimizer must hold the saved
 iteration count, and the 2 continuation steps must match tf_keras' own.
 
-Tolerance of the continuation: `rtol=1e-4, atol=1e-5` per weight (float32). Keras 3 and tf_keras
-run the same TF kernels but compose them differently (Keras 3's BatchNormalization computes the
-moments itself instead of the fused kernel, its optimizers order the float32 operations of the
-update differently), which leaves differences of a few float32 ulps per step; the largest seen
-is printed by the assertion. A wrong mapping (swapped slots, a fresh optimizer, moving statistics
-lost) changes weights by far more: the check `test_a_fresh_optimizer_fails_the_tolerance` shows
-the same tolerance rejects a continuation from a fresh optimizer.
+Two references for the continuation. (1) Exact: the same architecture built in Keras 3 code, each
+weight assigned from tf_keras and each optimizer slot installed by hand into the real Keras 3
+optimizer (layer by layer, in each layer's own weight order; `_reference_keras3`), then 2 steps:
+the upgraded file must continue to within 1e-6 of it (the same library runs the same
+operations on the same values; a wrong pairing of two equally shaped variables would not).
+(2) tf_keras' own 2 steps: Keras 3 and tf_keras do not compute the same update bit for bit:
+tf_keras' fused BatchNormalization updates the moving variance with the unbiased batch
+variance (Keras 3 with the biased one: a factor n/(n-1) on the batch part), and parameters
+whose exact gradient is zero (a BatchNormalization's beta that only feeds another
+BatchNormalization through linear layers, as in MobileNetV2's projections) get float noise,
+which Adam scales up to full steps. Per-variable maximum differences are therefore meaningless
+there; the measure is the relative error of the 2-step update over all weights,
+|upd_keras3 - upd_tf_keras| / |upd_tf_keras| (the issue's calibration). Measured: 9e-4 (ResNet,
+SGD), 0.03 (MobileNetV2, Adam) for the restored state; 0.88 and 1.42 from a fresh optimizer
+(`test_a_fresh_optimizer_fails_the_tolerance`). The bound is 0.1.
 
 The weights are compared layer by layer in the layer's weight order (trainable, then
-non-trainable), the order Keras 3's own loader of Keras 2 `.h5` files uses.
+non-trainable), the order Keras 3's own loader of Keras 2 `.h5` files uses; layers without
+weights are skipped (Keras 3 names the input layer differently).
 """
 
 import os
@@ -32,7 +41,8 @@ keras = pytest.importorskip("keras")
 import keras_opt_migrate as kom  # noqa: E402
 from keras_opt_migrate.errors import FormatError  # noqa: E402
 
-RTOL, ATOL = 1e-4, 1e-5
+UPDATE_TOLERANCE = 0.1  # relative error of the 2-step update over all weights, against tf_keras
+EXACT_RTOL, EXACT_ATOL = 1e-6, 1e-7  # against the hand-installed Keras 3 reference
 BATCH = 4
 
 
@@ -111,8 +121,34 @@ def _batches(shape, out, seed):
 
 def _layer_weights(model):
     """{top-level layer name: [arrays]} in the layer's weight order (trainable, then non-trainable)."""
-    return {layer.name: [np.asarray(w) for w in list(layer.trainable_weights) + list(layer.non_trainable_weights)]
-            for layer in model.layers}
+    return {layer.name: [np.asarray(w) for w in _legacy(layer)] for layer in model.layers if layer.weights}
+
+
+def _legacy(layer):
+    return list(layer.trainable_weights) + list(layer.non_trainable_weights)
+
+
+# tf_keras optimizer slot -> the Keras 3 optimizer's list of that slot (per algorithm of CASES).
+SLOTS = {"Adam": {"m": "_momentums", "v": "_velocities"}, "SGD": {"momentums": "momentums"},
+         "RMSprop": {"_velocities": "_velocities", "_momentums": "_momentums",
+                     "_average_gradients": "_average_gradients"}}
+
+
+def _tf_keras_slots(model):
+    """{top-level layer: [{slot: array}] per trainable weight}: the real tf_keras optimizer's slots."""
+    opt = model.optimizer
+    out = {}
+    for layer in model.layers:
+        rows = []
+        for var in layer.trainable_weights:
+            if hasattr(opt, "get_slot_names"):  # OptimizerV2 (legacy)
+                rows.append({s: np.asarray(opt.get_slot(var, s)) for s in opt.get_slot_names()})
+            else:  # the 2.11+ optimizer: per-slot lists indexed like its variables
+                index = opt._index_dict[opt._var_key(var)]
+                rows.append({s: np.asarray(getattr(opt, s)[index]) for s in SLOTS[type(opt).__name__]})
+        if rows:
+            out[layer.name] = rows
+    return out
 
 
 class Source:
@@ -133,9 +169,34 @@ class Source:
             self.files["sm"] = os.path.join(directory, name + "_sm")
             model.save(self.files["sm"], save_format="tf")
         self.iterations = int(np.asarray(model.optimizer.iterations))
+        self.slots = _tf_keras_slots(model)
+        self.algorithm = type(model.optimizer).__name__
+        self._reference = None
         for i in (3, 4):
             model.train_on_batch(self.x[i], self.y[i])
         self.after = _layer_weights(model)
+
+    def reference(self):
+        """Keras 3's own continuation from the state installed by hand into the model built in code (once)."""
+        if self._reference is None:
+            self._reference = _reference_keras3(self, *_code_built(self.name))
+        return self._reference
+
+
+def _reference_keras3(src, model, opt):
+    """Assign every weight and optimizer slot of `model` / `opt` (built) from tf_keras' by hand; continue."""
+    layers = {layer.name: layer for layer in model.layers}
+    for name, values in src.saved.items():
+        for var, value in zip(_legacy(layers[name]), values):
+            var.assign(value)
+    slots = SLOTS[src.algorithm]
+    for name, rows in src.slots.items():
+        for var, row in zip(layers[name].trainable_weights, rows):
+            index = opt._get_variable_index(var)
+            for slot, value in row.items():
+                getattr(opt, slots[slot])[index].assign(value)
+    opt.iterations.assign(src.iterations)
+    return _continue(model, src)
 
 
 @pytest.fixture(scope="module")
@@ -152,16 +213,23 @@ def sources(tmp_path_factory):
 
 def _compare(got, want, what, rtol=0.0, atol=0.0):
     assert set(got) == set(want), "%s: Keras 3 has layers %s, tf_keras %s" % (what, sorted(got), sorted(want))
-    worst = 0.0
     for name in want:
         assert len(got[name]) == len(want[name]), "%s: layer %s has %d weights in Keras 3, %d in tf_keras" % (
             what, name, len(got[name]), len(want[name]))
         for k, (g, w) in enumerate(zip(got[name], want[name])):
             assert g.shape == w.shape, "%s: %s weight %d shape %s != %s" % (what, name, k, g.shape, w.shape)
-            worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - w), initial=0.0)))
             assert np.allclose(g, w, rtol=rtol, atol=atol), "%s: %s weight %d differs by up to %g" % (
                 what, name, k, float(np.max(np.abs(g.astype(np.float64) - w))))
-    return worst
+
+
+def update_error(got, src):
+    """Relative error of the 2-step update over all weights: |got - after| / |after - saved|."""
+    num = den = 0.0
+    for name, before in src.saved.items():
+        for b, g, a in zip(before, got[name], src.after[name]):
+            num += float(np.sum((g.astype(np.float64) - a) ** 2))
+            den += float(np.sum((a.astype(np.float64) - b) ** 2))
+    return (num / den) ** 0.5
 
 
 def _continue(model, src):
@@ -195,6 +263,11 @@ def test_upgraded_model_resumes_in_keras3(sources, tmp_path, name, fmt, suffix):
         model = keras.models.load_model(dst)
         opt = model.optimizer
         assert len(opt.variables) > 2, "load_model restored no optimizer variables"
+        # the reference is the model load_model builds, its values assigned by hand: Keras 3 continues
+        # bit-differently where configs spell the same model differently (BatchNormalization axis=3 from
+        # the Keras 2 file, axis=-1 in keras.applications)
+        again = keras.models.load_model(dst)
+        reference = _reference_keras3(src, again, again.optimizer)
     else:
         model, opt = _code_built(name)
         if suffix == ".weights.h5":
@@ -202,9 +275,14 @@ def test_upgraded_model_resumes_in_keras3(sources, tmp_path, name, fmt, suffix):
         else:
             import tensorflow as tf
             tf.train.Checkpoint(model=model, optimizer=opt).restore(dst).assert_existing_objects_matched()
+        reference = src.reference()
     _compare(_layer_weights(model), src.saved, "%s before the first step" % name)
     assert int(np.asarray(opt.iterations)) == src.iterations
-    _compare(_continue(model, src), src.after, "%s after 2 steps" % name, RTOL, ATOL)
+    after = _continue(model, src)
+    _compare(after, reference, "%s after 2 steps, against Keras 3 with the state installed by hand" % name,
+             EXACT_RTOL, EXACT_ATOL)
+    error = update_error(after, src)
+    assert error < UPDATE_TOLERANCE, "%s: the 2-step update is %.3g off tf_keras' own" % (name, error)
 
 
 def test_a_fresh_optimizer_fails_the_tolerance(sources, tmp_path):
@@ -215,8 +293,8 @@ def test_a_fresh_optimizer_fails_the_tolerance(sources, tmp_path):
     model = keras.models.load_model(dst)
     build, _, _, _, make_opt, _ = CASES["resnet"]
     model.compile(optimizer=make_opt(), loss="mse")  # same weights, optimizer state thrown away
-    with pytest.raises(AssertionError):
-        _compare(_continue(model, src), src.after, "fresh optimizer", RTOL, ATOL)
+    error = update_error(_continue(model, src), src)
+    assert error > 5 * UPDATE_TOLERANCE, "a fresh optimizer's continuation is only %.3g off tf_keras'" % error
 
 
 @pytest.mark.parametrize("name,needle", [("mobilenetv2", "groups"), ("transformer", "query_shape")])
