@@ -20,9 +20,13 @@ Nothing from the file executes: Lambda layers, Keras 3 layers that wrap foreign 
 ship are refused before anything is deserialized. keras>=3 is needed only here.
 """
 
+import contextlib
 import copy
 import dataclasses
 import inspect
+import os
+import sys
+import warnings
 from typing import Any, List, Optional
 
 from ..errors import FormatError
@@ -71,6 +75,11 @@ RENAMED_WEIGHTS = {("DepthwiseConv2D", "depthwise_kernel"): "kernel"}
 
 def import_keras3(where):
     """The Keras 3 package, or a FormatError saying it is needed."""
+    from .._tensorflow import import_tensorflow
+    try:
+        import_tensorflow()  # quietly: Keras 3's TensorFlow backend imports it
+    except ImportError:
+        pass  # Keras 3 on another backend
     try:
         import keras
     except ImportError as e:
@@ -327,7 +336,7 @@ def build(model_config, where, keras_version=None):
     else:
         config, dropped = translate_keras2_config(model_config, where)
     try:
-        with StatelessScope(), serialization_lib.SafeModeScope(True):
+        with _quiet(), StatelessScope(), serialization_lib.SafeModeScope(True):
             if keras3:
                 model = serialization_lib.deserialize_keras_object(config, safe_mode=True)
             else:
@@ -344,6 +353,34 @@ def build(model_config, where, keras_version=None):
     serialized.pop("compile_config", None)
     out.config, out.dropped = serialized, dropped
     return out
+
+
+@contextlib.contextmanager
+def _quiet():
+    """File descriptor 2 muted while Keras 3 builds the model: TensorFlow's C++ runtime logs its
+    device set-up there (a CUDA probe on CPU machines) whatever its log level; Keras' Python
+    warnings are about the model's code, not the user's file (KERAS_OPT_MIGRATE_DEBUG=1 shows both)."""
+    if os.environ.get("KERAS_OPT_MIGRATE_DEBUG"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _layout(keras, model, where):
