@@ -336,7 +336,9 @@ def build(model_config, where, keras_version=None):
     else:
         config, dropped = translate_keras2_config(model_config, where)
     try:
-        with _quiet(), StatelessScope(), serialization_lib.SafeModeScope(True):
+        # variables made in a StatelessScope stay uninitialized (no memory) unless the scope initializes
+        # them on exit; the model is only walked, never run or read
+        with _quiet(), StatelessScope(initialize_variables=False), serialization_lib.SafeModeScope(True):
             if keras3:
                 model = serialization_lib.deserialize_keras_object(config, safe_mode=True)
             else:
