@@ -267,11 +267,12 @@ def upgrade(src, dst, **options):
     """Convert to the newest target that fits the source: Keras 3.
 
     Full-model files (`.h5`, `.keras`, SavedModel) become a Keras 3 `.keras` archive when the
-    output is named `*.keras` (their model config is translated to Keras 3; a model that has
-    no Keras 3 form is refused, naming the layer and the alternative), and the Keras 3 TF
-    checkpoint layout otherwise (`tf.train.Checkpoint(model=..., optimizer=...)` restores it
-    into a Keras 3 model built in code). TF checkpoints become the Keras 3 checkpoint layout,
-    `.weights.h5` a Keras 3 `.weights.h5`.
+    output is named `*.keras`, a Keras 3 `.weights.h5` when it is named `*.weights.h5` (Keras 3
+    rebuilds the Keras 2 model, `formats.keras3_model`; a model that has no Keras 3 form is
+    refused, naming the layer and the alternative), and the Keras 3 TF checkpoint layout
+    otherwise (`tf.train.Checkpoint(model=..., optimizer=...)` restores it into a Keras 3 model
+    built in code). TF checkpoints become the Keras 3 checkpoint layout, `.weights.h5` a Keras 3
+    `.weights.h5`.
     """
     from .formats.keras_model import UntranslatableModelError
     source = formats.detect(src)

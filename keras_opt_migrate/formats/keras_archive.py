@@ -11,7 +11,11 @@ Nothing links a slot to its variable: the generation's build order is replayed.
 Legacy (v2) optimizers are not saved at all; that reads as a state with no slots and a warning.
 
 The archive is read member by member with `zipfile`; the weights file is opened from the
-zip by h5py without extracting anything. No Keras object is deserialized.
+zip by h5py without extracting anything. No Keras object is deserialized, except that a Keras 3
+archive whose layers hold sub-layers (MultiHeadAttention, nested models) or weights of unknown
+names is rebuilt by Keras 3 (`keras3_model`, nothing allocated or run) to learn its trainable
+order. Writing Keras 3 files from a Keras 2 model uses the layout Keras 3 itself records for the
+model it rebuilds (`write_keras3_weights`).
 """
 
 import contextlib

@@ -64,8 +64,12 @@ class TfCheckpointFormat(Format):
     By default the source checkpoint's root is kept; other sources get "save_weights" for
     v2 / 2.11+ targets. Keras 3 and TF1 object-based targets are always "checkpoint"
     (Keras 3 `load_weights` reads no TF checkpoints; TF1 optimizers are not Keras-tracked).
-    Keras 3 keeps the model's weights as `optimizer/_trainable_variables/K` only, as Keras 3
-    itself does: they are restored once the optimizer is built.
+    Keras 3: as real Keras 3 checkpoints, the trainable weights are keyed
+    `optimizer/_trainable_variables/K` (their shortest path; restored once the optimizer is
+    built) and every weight also hangs at its trackable path under the model
+    (`model/_operations/2/moving_mean`), which is where the non-trainable ones are keyed. Those
+    paths come from the Keras 3 model rebuilt from the source's Keras 2 config
+    (`keras3_model`); a source without a config (a checkpoint) gives trainable weights only.
     """
 
     name = "tf_checkpoint"
