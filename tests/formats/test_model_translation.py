@@ -339,3 +339,14 @@ def test_a_changed_keras2_only_setting_is_refused(tmp_path):
     with pytest.raises(FormatError) as raised:
         kom.upgrade(src, str(tmp_path / "out.keras"))
     assert "'dw'" in str(raised.value) and "groups=2" in str(raised.value)
+
+
+def test_without_keras3_the_error_says_to_install_it(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+    src = Path(__file__).resolve().parents[2] / "fixtures" / "k221" / "v2" / "adam" / "m.h5"
+    monkeypatch.setitem(sys.modules, "keras", None)  # `import keras` raises ImportError
+    with pytest.raises(FormatError) as raised:
+        kom.upgrade(str(src), str(tmp_path / "out.keras"))
+    assert "install keras>=3" in str(raised.value) and "\n" not in str(raised.value)
+    assert os.listdir(tmp_path) == []
