@@ -479,10 +479,11 @@ def match_source(k3, payload, where):
     layers = (payload.extra or {}).get("layers")
     if layers is None:
         raise FormatError(where, "the source model (%s) has no per-layer weight list" % payload.source_format)
-    start, source_layers = 0, {}
+    start, source_layers, layer_entries = 0, {}, {}
     for layer in layers:
         n = len(layer["weights"])
         source_layers[layer["name"]] = list(range(start, start + n))
+        layer_entries[layer["name"]] = (start, layer)
         start += n
     if start != len(payload.weights):
         raise FormatError(where, "the source's layers list %d weights, it holds %d" % (start, len(payload.weights)))
@@ -497,6 +498,8 @@ def match_source(k3, payload, where):
             continue
         pairs = _pair_by_name(k3, indices, src, payload, classes)
         how = "by name"
+        if pairs is None and src:
+            pairs, how = _pair_by_save_path(k3, layer_name, indices, src, layer_entries[layer_name]), "by saving path"
         if pairs is None:
             pairs, how = list(zip(indices, src)), "by the layer's weight order"
         for i, j in pairs:
@@ -513,6 +516,34 @@ def match_source(k3, payload, where):
         raise UntranslatableModelError(where, "%d problem(s) mapping the source weights to the Keras 3 model: %s"
                                        % (len(problems), "; ".join(problems[:3])))
     return k3
+
+
+def _normal_save_path(path):
+    """A path in a weights file below a layer's group, as both Keras versions' saving walks name it:
+    Keras 2 names sub-layer groups by attribute (`_query_dense`), Keras 3 by property (`query_dense`)."""
+    return "/".join(part.lstrip("_") for part in path.split("/"))
+
+
+def _pair_by_save_path(k3, layer_name, indices, src, entry):
+    """[(Keras 3 index, source index)] by where each weight sits below the layer's group in the source's
+    weights file (a `.keras` archive records `save_paths`) and in Keras 3's, or None."""
+    start, layer = entry
+    paths = layer.get("save_paths")
+    top = next((g for g, meta in k3.groups if meta and meta.get("name") == layer_name and g.count("/") == 1), None)
+    if not paths or top is None:
+        return None
+    source = {_normal_save_path(p): start + k for k, p in enumerate(paths)}
+    out = []
+    for i in indices:
+        var = k3.variables[i]
+        if var.group != top and not var.group.startswith(top + "/"):
+            return None
+        below = var.group[len(top) + 1:]
+        key = _normal_save_path("%s/vars/%s" % (below, var.key) if below else "vars/%s" % var.key)
+        if key not in source:
+            return None
+        out.append((i, source.pop(key)))
+    return out if not source else None
 
 
 def _owner_classes(k3):

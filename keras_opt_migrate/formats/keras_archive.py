@@ -248,34 +248,71 @@ def variables_from_config(f, layers, path, warnings, prefix=None):
 def model_payload(f, model_config, path, keras_version, opener=None):
     """ModelPayload of an archive: every layer's variables (trainable or not) in config order.
 
+    A nested model's weights are its sub-layers' (named `<sub-layer>/<weight>`); in Keras 2
+    archives a layer's sub-layer groups (MultiHeadAttention's `_query_dense`, ...) are carried
+    too, named by their path. Each layer entry records where each weight sits below the layer's
+    group (`save_paths`), which `keras3_model.match_source` pairs with Keras 3's own layout.
     With `opener` (a context manager function yielding the weights file again) the weights are
     LazyTensors read one at a time when written; without it they are read now.
     """
     layers = kc.model_layers(model_config, path)
     prefix, assigned = assign_groups(f, layers, path)
+    keras2 = kc.keras_major(keras_version) != 3
     weights, described, warnings = [], [], []
     for layer in layers:
-        if layer.layers:
+        if layer.layers and not keras2:
             raise FormatError(path, "layer %r is a nested model; carrying nested models over is not supported"
                               % layer.name)
-        datasets = []
-        if id(layer) in assigned:
-            _, _, datasets = _layer_group(f, prefix, assigned[id(layer)], layer, path)
-        known = kc.known_weights(layer.class_name, layer.config)
-        if known is not None and len(known) == len(datasets):
-            named = [("%s/%s" % (layer.name, n), t and layer.trainable) for n, t in known]
-        else:
-            if datasets:
-                warnings.append("layer %s (class %s): weight names unknown, assumed trainable"
-                                % (layer.name, layer.class_name))
-            named = [("%s/vars/%d" % (layer.name, k), layer.trainable) for k in range(len(datasets))]
-        for (name, trainable), ds in zip(named, datasets):
+        found = _layer_weight_list(f, prefix, assigned[id(layer)], layer, path, keras2, warnings) \
+            if id(layer) in assigned else []
+        for name, ds, trainable, _ in found:
             value = kc.lazy_dataset(ds, opener, path, ds.name) if opener else np.asarray(ds[()])
             weights.append((name, value, trainable))
         described.append({"name": layer.name, "class_name": kc._bare(layer.class_name),
-                          "weights": ["%s:0" % n for n, _ in named]})
+                          "weights": ["%s:0" % n for n, _, _, _ in found],
+                          "save_paths": [rel for _, _, _, rel in found]})
     return ModelPayload(weights, config=model_config, keras_version=keras_version, source_format="keras_archive",
                         source_path=path, extra={"layers": described, "warnings": warnings})
+
+
+def _layer_weight_list(f, prefix, group_name, layer, path, keras2, warnings):
+    """[(name, dataset, trainable, path below the layer's group)] of one config layer's group."""
+    where, group, datasets = _layer_group(f, prefix, group_name, layer, path)
+    known = kc.known_weights(layer.class_name, layer.config)
+    if known is not None and len(known) == len(datasets):
+        named = [("%s/%s" % (layer.name, n), t and layer.trainable) for n, t in known]
+    else:
+        if datasets:
+            warnings.append("layer %s (class %s): weight names unknown, assumed trainable"
+                            % (layer.name, layer.class_name))
+        named = [("%s/vars/%d" % (layer.name, k), layer.trainable) for k in range(len(datasets))]
+    out = [(n, ds, t, "vars/%d" % k) for k, ((n, t), ds) in enumerate(zip(named, datasets))]
+    if layer.layers is not None:
+        if kc.h5_has(group, "layers"):
+            sub_prefix, sub_assigned = assign_groups(f, layer.layers, path, where + "/layers")
+            for sub in layer.layers:
+                if id(sub) in sub_assigned:
+                    for n, ds, t, rel in _layer_weight_list(f, sub_prefix, sub_assigned[id(sub)], sub, path, keras2,
+                                                            warnings):
+                        out.append((n, ds, t, "layers/%s/%s" % (sub_assigned[id(sub)], rel)))
+    elif keras2:
+        for rel, ds in _sub_layer_datasets(group, "", path):
+            out.append(("%s/%s" % (layer.name, rel), ds, layer.trainable, rel))
+    return out
+
+
+def _sub_layer_datasets(group, rel, path):
+    """[(path, dataset)] of the `vars` datasets in a layer group's sub-layer groups, in name order."""
+    out = []
+    for child in sorted(group):
+        if child == "vars":
+            continue
+        sub = kc.h5_node(group, child, path, h5py.Group)
+        here = "%s/%s" % (rel, child) if rel else child
+        for k, ds in enumerate(_layer_vars(sub, path)[0]):
+            out.append(("%s/vars/%d" % (here, k), ds))
+        out.extend(_sub_layer_datasets(sub, here, path))
+    return out
 
 
 def _name_layer_vars(layer, datasets, warnings):

@@ -105,10 +105,11 @@ CASES = {
                lambda: keras.optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=True), ("keras", "sm")),
     "transformer": (_transformer, (6, 8), 3,
                     lambda: tf_keras.optimizers.RMSprop(learning_rate=1e-3, centered=True, momentum=0.5),
-                    lambda: keras.optimizers.RMSprop(learning_rate=1e-3, centered=True, momentum=0.5), ()),
+                    lambda: keras.optimizers.RMSprop(learning_rate=1e-3, centered=True, momentum=0.5),
+                    ("keras", "sm")),
     "composite": (_composite, (6,), 2,
                   lambda: tf_keras.optimizers.legacy.Adam(learning_rate=1e-2),
-                  lambda: keras.optimizers.Adam(learning_rate=1e-2), ()),
+                  lambda: keras.optimizers.Adam(learning_rate=1e-2), ("sm",)),
 }
 
 
