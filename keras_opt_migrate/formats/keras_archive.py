@@ -178,7 +178,7 @@ def _groups_by_class(f, prefix, path):
     out = {}
     for name in kc.h5_node(f, prefix, path, h5py.Group):
         group = kc.h5_node(f, "%s/%s" % (prefix, name), path, h5py.Group)
-        if not (_layer_vars(group, path)[0] or kc.h5_has(group, "layers")):
+        if not (_layer_vars(group, path)[0] or kc.h5_has(group, "layers") or _sub_layer_datasets(group, "", path)):
             continue
         m = re.match(r"^(.*?)(?:_(\d+))?$", name)
         out.setdefault(m.group(1), []).append((int(m.group(2) or 0), name))
@@ -255,24 +255,43 @@ def model_payload(f, model_config, path, keras_version, opener=None):
     With `opener` (a context manager function yielding the weights file again) the weights are
     LazyTensors read one at a time when written; without it they are read now.
     """
+    described, items, warnings = _archive_weights(f, model_config, path, keras_version)
+    weights = [(name, kc.lazy_dataset(ds, opener, path, ds.name) if opener else np.asarray(ds[()]), trainable)
+               for name, ds, trainable in items]
+    return ModelPayload(weights, config=model_config, keras_version=keras_version, source_format="keras_archive",
+                        source_path=path, extra={"layers": described, "warnings": warnings})
+
+
+def _archive_weights(f, model_config, path, keras_version):
+    """(layer entries, [(name, dataset, trainable)], warnings) of an archive's model, in config order."""
     layers = kc.model_layers(model_config, path)
     prefix, assigned = assign_groups(f, layers, path)
     keras2 = kc.keras_major(keras_version) != 3
-    weights, described, warnings = [], [], []
+    items, described, warnings = [], [], []
     for layer in layers:
         if layer.layers and not keras2:
             raise FormatError(path, "layer %r is a nested model; carrying nested models over is not supported"
                               % layer.name)
         found = _layer_weight_list(f, prefix, assigned[id(layer)], layer, path, keras2, warnings) \
             if id(layer) in assigned else []
-        for name, ds, trainable, _ in found:
-            value = kc.lazy_dataset(ds, opener, path, ds.name) if opener else np.asarray(ds[()])
-            weights.append((name, value, trainable))
+        items.extend((name, ds, trainable) for name, ds, trainable, _ in found)
         described.append({"name": layer.name, "class_name": kc._bare(layer.class_name),
                           "weights": ["%s:0" % n for n, _, _, _ in found],
                           "save_paths": [rel for _, _, _, rel in found]})
-    return ModelPayload(weights, config=model_config, keras_version=keras_version, source_format="keras_archive",
-                        source_path=path, extra={"layers": described, "warnings": warnings})
+    return described, items, warnings
+
+
+def keras2_variables(f, model_config, path, keras_version):
+    """[(VariableSpec, dataset)] of a tf_keras archive's trainable variables whose layers hold sub-layer
+    groups (MultiHeadAttention, nested models), in the trainable order of the model Keras 3 rebuilds from
+    config.json (for built-in layers the order tf_keras lists them too: each layer's own variables, then
+    its sub-layers' in creation order); each paired with its dataset by `keras3_model.match_source`."""
+    described, items, _ = _archive_weights(f, model_config, path, keras_version)
+    payload = ModelPayload(items, config=model_config, keras_version=keras_version, source_format="keras_archive",
+                           source_path=path, extra={"layers": described})
+    rebuilt = k3m.match_source(k3m.build(model_config, path, keras_version), payload, path)
+    return [(VariableSpec(items[j][0], items[j][1].shape, items[j][1].dtype), items[j][1])
+            for j in k3m.trainable_sources(rebuilt)]
 
 
 def _layer_weight_list(f, prefix, group_name, layer, path, keras2, warnings):
@@ -595,6 +614,12 @@ class KerasArchiveFormat(Format):
                         "cannot prove" in w for w in warnings[before:])):
                     found = keras3_variables(f, model_config, path)  # only Keras 3 knows these layers' order
                     del warnings[before:]
+                elif kc.keras_major(keras_version) == 2 and _has_nested_groups(f, path):
+                    try:
+                        found = keras2_variables(f, model_config, path, keras_version)
+                        del warnings[before:]
+                    except FormatError as e:  # no keras 3, or a model it cannot rebuild: the config walk stands
+                        warnings.append("the layers' sub-layer variables could not be ordered (%s)" % e.problem)
                 found = _apply_hint(found, variables, warnings)
                 state = read_weights_file(f, path, info, found, TensorOpener(path), WEIGHTS + ":", warnings)
         except MappingError as e:
