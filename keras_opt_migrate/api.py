@@ -165,6 +165,11 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
     _drop_unwritable(fmt, target, report)
     model = _read_model(src) if fmt.needs_model else None
     fmt.check_writable(target, dst, model=model)  # a refusal that depends on the source, before anything is staged
+    rebuilt = (model.extra or {}).get("_keras3_model") if model is not None else None
+    if rebuilt is not None:  # a Keras 2 model rebuilt by Keras 3 (formats.keras3_model) for the writer
+        from .formats.keras3_model import report_items
+        for action, name, source, written, detail in report_items(rebuilt, model):
+            report.add(action, "model", name, source=source, target=written, detail=detail)
     if dry_run:
         return report
     with _staged_output(dst, force) as staged:

@@ -148,7 +148,7 @@ def _walk_layers(model_config, where):
 
 
 def translate_keras2_config(model_config, where):
-    """(the Keras 2 model config in the form Keras 3's legacy loader takes, [what was dropped]).
+    """(the Keras 2 model config in the form Keras 3's legacy loader takes, [(layer, key, why) dropped]).
 
     Works on a copy. `module` / `registered_name` tags (tf_keras `.keras` files write them) are
     removed so Keras 3 reads the config as the Keras 2 config it is.
@@ -175,8 +175,8 @@ def translate_keras2_config(model_config, where):
                 continue
             value = cfg[key]
             if (class_name, key) in BUILD_SHAPE_KEYS:
-                dropped.append("layer %r (%s): %s=%s dropped (Keras 3 takes it from the graph)"
-                               % (name, class_name, key, value))
+                dropped.append((name, key, "%s %s=%s: a build shape, Keras 3 takes it from the graph"
+                                % (class_name, key, value)))
             else:
                 default = next((DROPPED_AT_DEFAULT[k] for k in ((class_name, key), ("*", key))
                                 if k in DROPPED_AT_DEFAULT), _NO_DEFAULT)
@@ -186,8 +186,8 @@ def translate_keras2_config(model_config, where):
                         % (name, class_name, class_name, key, key, value,
                            "is not known to be its Keras 2 default" if default is _NO_DEFAULT
                            else "differs from the Keras 2 default %r, so dropping it would change the model" % default))
-                dropped.append("layer %r (%s): %s=%r dropped (the Keras 2 default; Keras 3 has no such key)"
-                               % (name, class_name, key, value))
+                dropped.append((name, key, "%s %s=%r: the Keras 2 default, Keras 3 has no such key"
+                                % (class_name, key, value)))
             del cfg[key]
         _tensor_kwargs_to_keras3(layer, config, where)
         axis = cfg.get("axis")
@@ -631,3 +631,15 @@ def for_payload(payload, where):
     match_source(k3, payload, payload.source_path or where)
     payload.extra["_keras3_model"] = k3
     return k3
+
+
+def report_items(k3, payload):
+    """[(action, name, source, target, detail)] for a conversion report: the Keras 2 settings dropped,
+    and each source weight Keras 3 keeps under another name or pairs other than by name."""
+    out = [("dropped", "%s/%s" % (layer, key), None, None, why) for layer, key, why in k3.dropped]
+    for var in k3.variables:
+        source = _strip(payload.weights[var.source][0])
+        if source != var.path or var.how != "by name":
+            out.append(("mapped", var.path, source, var.path, "model weight, paired %s%s"
+                        % (var.how, "" if var.trainable else "; non-trainable")))
+    return out

@@ -351,3 +351,12 @@ def test_without_keras3_the_error_says_to_install_it(tmp_path, monkeypatch):
         kom.upgrade(str(src), str(tmp_path / "out.keras"))
     assert "install keras>=3" in str(raised.value) and "\n" not in str(raised.value)
     assert os.listdir(tmp_path) == []
+
+
+def test_the_report_says_what_was_dropped_and_renamed(sources, tmp_path):
+    report = kom.upgrade(sources("mobilenetv2").files["h5"], str(tmp_path / "out.keras"), dry_run=True)
+    assert not os.listdir(tmp_path)
+    dropped = {i.name: i.detail for i in report.items if i.action == "dropped" and i.kind == "model"}
+    assert "groups=1" in dropped["expanded_conv_depthwise/groups"]
+    renamed = {i.source: i.target for i in report.items if i.action == "mapped" and i.kind == "model"}
+    assert renamed["expanded_conv_depthwise/depthwise_kernel"] == "expanded_conv_depthwise/kernel"
