@@ -800,7 +800,7 @@ def _keras3_layout(model, state, where):
     from .keras_model import is_keras3_config
     frozen = [name for name, _, trainable in model.weights if not trainable]
     keras2 = isinstance(model.config, dict) and not is_keras3_config(model.config, model.keras_version)
-    if keras2:
+    if keras2 or (frozen and isinstance(model.config, dict)):  # a Keras 3 model only where it has to be placed
         try:
             rebuilt = k3m.for_payload(model, where)
         except FormatError as e:
@@ -813,7 +813,7 @@ def _keras3_layout(model, state, where):
         return rebuilt, k3m.order_state_variables(rebuilt, model, state, where)
     if frozen:
         raise FormatError(where, "a Keras 3 checkpoint keeps non-trainable weights (%s, ...) under the model's layers, "
-                                 "which only a Keras 2 model config can place, and the source (%s) has none; convert "
+                                 "which only a model config can place, and the source (%s) has none; convert "
                                  "from the full-model file (.h5, .keras, SavedModel) instead"
                           % (strip(frozen[0]), model.source_format))
     return None, None

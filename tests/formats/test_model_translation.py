@@ -360,3 +360,33 @@ def test_the_report_says_what_was_dropped_and_renamed(sources, tmp_path):
     assert "groups=1" in dropped["expanded_conv_depthwise/groups"]
     renamed = {i.source: i.target for i in report.items if i.action == "mapped" and i.kind == "model"}
     assert renamed["expanded_conv_depthwise/depthwise_kernel"] == "expanded_conv_depthwise/kernel"
+
+
+def test_a_keras3_batchnorm_model_reaches_the_keras3_checkpoint_layout(tmp_path):
+    """A Keras 3 `.keras` of a model with BatchNormalization and a frozen layer: the TF checkpoint carries
+    the non-trainable weights, as real Keras 3 `tf.train.Checkpoint` restores them."""
+    import tensorflow as tf
+
+    def build():
+        inp = keras.Input((4,))
+        frozen = keras.layers.Dense(3, name="frozen")
+        frozen.trainable = False
+        x = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(3, activation="tanh", name="d")(inp))
+        model = keras.Model(inp, keras.layers.Dense(2, name="out")(frozen(x)))
+        opt = keras.optimizers.Adam(learning_rate=0.01)
+        model.compile(optimizer=opt, loss="mse")
+        return model, opt
+    x, y = _batches((4,), 2, seed=3)
+    model, _ = build()
+    for i in range(3):
+        model.train_on_batch(x[i], y[i])
+    model.save(str(tmp_path / "m.keras"))
+    kom.upgrade(str(tmp_path / "m.keras"), str(tmp_path / "out.ckpt"))
+    again, opt = build()
+    opt.build(again.trainable_variables)
+    tf.train.Checkpoint(model=again, optimizer=opt).restore(str(tmp_path / "out.ckpt")).assert_existing_objects_matched()
+    assert int(np.asarray(opt.iterations)) == 3
+    for a, b in zip(again.weights, model.weights):
+        assert a.path == b.path and np.array_equal(np.asarray(a), np.asarray(b)), a.path
+    for a, b in zip(opt.variables, model.optimizer.variables):
+        assert np.array_equal(np.asarray(a), np.asarray(b)), a.path
