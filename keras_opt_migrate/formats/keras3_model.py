@@ -120,7 +120,7 @@ def _layer_name(layer):
 def check_rebuildable(model_config, where):
     """Refuse, before anything is deserialized, layers Keras 3 would have to run code for or cannot find."""
     keras = import_keras3(where)
-    for layer in _walk_layers(model_config, where):
+    for layer in list(_walk_layers(model_config, where)) + _wrapped_layers(model_config):
         class_name = str(layer.get("class_name") or "")
         name = _layer_name(layer)
         if class_name in UNSAFE_LAYERS or class_name in KERAS2_OP_LAYERS:
@@ -131,6 +131,23 @@ def check_rebuildable(model_config, where):
             raise UntranslatableModelError(where, "layer %r is of class %s, which is not a Keras 3 built-in layer (a "
                                                   "custom class is never loaded from a file)"
                                            % (name, class_name))
+
+
+def _wrapped_layers(value, inside=False):
+    """Layer configs held inside other layers' configs (`TimeDistributed`'s and `Bidirectional`'s
+    `layer` / `backward_layer`, RNN cells), and any serialized Python function (`__lambda__`), anywhere."""
+    out = []
+    if isinstance(value, dict):
+        if inside and "class_name" in value and isinstance(value.get("config"), dict):
+            out.append(value)
+        elif value.get("class_name") == "__lambda__":
+            out.append({"class_name": "Lambda", "name": "(a serialized Python function)", "config": {}})
+        for key, item in value.items():
+            out.extend(_wrapped_layers(item, inside=key in ("layer", "backward_layer", "cell", "cells")))
+    elif isinstance(value, list):
+        for item in value:
+            out.extend(_wrapped_layers(item, inside))
+    return out
 
 
 def _walk_layers(model_config, where):

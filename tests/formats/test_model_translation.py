@@ -390,3 +390,21 @@ def test_a_keras3_batchnorm_model_reaches_the_keras3_checkpoint_layout(tmp_path)
         assert a.path == b.path and np.array_equal(np.asarray(a), np.asarray(b)), a.path
     for a, b in zip(opt.variables, model.optimizer.variables):
         assert np.array_equal(np.asarray(a), np.asarray(b)), a.path
+
+
+def test_a_lambda_inside_a_wrapper_is_refused_before_deserializing(monkeypatch):
+    """The Lambda check looks inside wrapper layers' configs too; Keras 3 is never asked to load it."""
+    from keras_opt_migrate.formats import keras3_model
+    config = {"class_name": "Functional", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_input_shape": [None, 2, 3], "name": "in"}, "name": "in",
+         "inbound_nodes": []},
+        {"class_name": "TimeDistributed", "name": "td", "inbound_nodes": [[["in", 0, 0, {}]]], "config": {
+            "name": "td", "layer": {"class_name": "Lambda", "config": {"name": "sneaky", "function": [
+                "4wEAAAAAAAAA", None, None]}}}}],
+        "input_layers": [["in", 0, 0]], "output_layers": [["td", 0, 0]]}}
+    from keras.src.legacy.saving import saving_utils
+    monkeypatch.setattr(saving_utils, "model_from_config",
+                        lambda *a, **k: pytest.fail("Keras 3 was asked to deserialize the model"))
+    with pytest.raises(FormatError) as raised:
+        keras3_model.build(config, "m.h5", "2.21.0")
+    assert "'sneaky'" in str(raised.value) and "Lambda" in str(raised.value)
