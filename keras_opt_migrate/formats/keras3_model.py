@@ -5,15 +5,18 @@ form Keras 3's own legacy loader takes, generically: every layer class must be a
 built-in layer, and a Keras 2 config key its Keras 3 class does not accept is dropped when
 its value is the Keras 2 default (or has no effect, like the build shapes Keras 2 records),
 and refused, naming the layer, key and value, when dropping it would change the model. The
-per-version differences are data (`DROPPED_AT_DEFAULT`, `BUILD_SHAPE_KEYS`, `VALUE_FIXES`).
+per-version differences are data (`DROPPED_AT_DEFAULT`, `BUILD_SHAPE_KEYS`, `VALUE_FIXES`,
+`RENAMED_WEIGHTS`) or one named rule each: Keras 2 numbers a nested model's calls from 1 and
+writes tensors passed as call keywords as `[layer, node, tensor]` lists.
 
 Keras 3 then builds the model (`safe_mode`, inside a `StatelessScope`, so no variable is
 allocated): its config is what Keras 3 serializes, its weight layout in `model.weights.h5`
 is recorded by driving Keras 3's own `saving_lib` walk with a store that keeps paths, not
 values, and its TF-checkpoint layout is the model's trackable children. Each Keras 3
-variable is mapped to the Keras 2 source weight it comes from, per layer, by name (with
-Keras 3's renames) or, where names do not tell, in the layer's weight order as Keras 3's
-own legacy `.h5` loader does; shapes are always checked.
+variable is mapped to the Keras 2 source weight it comes from, per layer: by name (with
+Keras 3's renames), else by where both saving walks put it (`.keras` sources), else in the
+layer's weight order as Keras 3's own legacy `.h5` loader does; shapes are always checked.
+The optimizer's variables follow the rebuilt model's `trainable_variables`.
 
 Nothing from the file executes: Lambda layers, Keras 3 layers that wrap foreign code
 (`TFSMLayer`, `TorchModuleWrapper`, `JaxLayer`, `FlaxLayer`) and classes Keras 3 does not
@@ -70,7 +73,6 @@ VALUE_FIXES = {"dtype": _policy_name}
 
 # Variables Keras 3 renamed: (Keras 3 class, Keras 2 weight name) -> Keras 3 weight name.
 RENAMED_WEIGHTS = {("DepthwiseConv2D", "depthwise_kernel"): "kernel"}
-
 
 
 def import_keras3(where):
