@@ -226,6 +226,11 @@ def convert(src, dst, to, *, format=None, optimizer=None, config=None, partial=F
     report.target_format = fmt.name
     model = _read_model(src, source_format) if fmt.needs_model else None
     fmt.check_writable(target, dst, model=model)  # a refusal that depends on the source, before anything is staged
+    rebuilt = (model.extra or {}).get("_keras3_model") if model is not None else None
+    if rebuilt is not None:  # a Keras 2 model rebuilt by Keras 3 (formats.keras3_model) for the writer
+        from .formats.keras3_model import report_items
+        for action, name, source, written, detail in report_items(rebuilt, model):
+            report.add(action, "model", name, source=source, target=written, detail=detail)
     if dry_run:
         return report
     with _staged_output(dst, force) as staged:
@@ -329,18 +334,21 @@ def upgrade(src, dst, **options):
     """Convert to the newest target that fits the source: Keras 3.
 
     Full-model files (`.h5`, `.keras`, SavedModel) become a Keras 3 `.keras` archive when the
-    output is named `*.keras` (their model config is translated to Keras 3; a model that has
-    no Keras 3 form is refused, naming the layer and the alternative), and the Keras 3 TF
-    checkpoint layout otherwise (`tf.train.Checkpoint(model=..., optimizer=...)` restores it
-    into a Keras 3 model built in code). TF checkpoints become the Keras 3 checkpoint layout,
-    `.weights.h5` a Keras 3 `.weights.h5`.
+    output is named `*.keras`, a Keras 3 `.weights.h5` when it is named `*.weights.h5` (Keras 3
+    rebuilds the Keras 2 model, `formats.keras3_model`; a model that has no Keras 3 form is
+    refused, naming the layer and the alternative), and the Keras 3 TF checkpoint layout
+    otherwise (`tf.train.Checkpoint(model=..., optimizer=...)` restores it into a Keras 3 model
+    built in code). TF checkpoints become the Keras 3 checkpoint layout, `.weights.h5` a Keras 3
+    `.weights.h5`.
     """
     from .formats.keras_model import UntranslatableModelError
     source_format = options.get("source_format")
     source = formats.get_format(source_format) if source_format else formats.detect(src)
     fmt = options.pop("format", None)
     if fmt is None and source.name in FULL_MODEL_FORMATS:
-        fmt = "keras_archive" if str(dst).lower().endswith(".keras") else "tf_checkpoint"
+        lower = str(dst).lower()
+        fmt = "keras_archive" if lower.endswith(".keras") else "keras_weights_h5" if lower.endswith(
+            ".weights.h5") else "tf_checkpoint"
     try:
         return convert(src, dst, "keras3", format=fmt, **options)
     except UntranslatableModelError as e:

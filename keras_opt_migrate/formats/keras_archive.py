@@ -11,10 +11,16 @@ Nothing links a slot to its variable: the generation's build order is replayed.
 Legacy (v2) optimizers are not saved at all; that reads as a state with no slots and a warning.
 
 The archive is read member by member with `zipfile`; the weights file is opened from the
-zip by h5py without extracting anything. No Keras object is deserialized.
+zip by h5py without extracting anything. No Keras object is deserialized, except that a Keras 3
+archive whose layers hold sub-layers (MultiHeadAttention, nested models) or weights of unknown
+names is rebuilt by Keras 3 (`keras3_model`, nothing allocated or run) to learn its trainable
+order. Writing Keras 3 files from a Keras 2 model uses the layout Keras 3 itself records for the
+model it rebuilds (`write_keras3_weights`).
 """
 
 import contextlib
+import copy
+import dataclasses
 import json
 import os
 import re
@@ -26,6 +32,7 @@ import numpy as np
 from ..errors import FormatError, KerasOptMigrateError, MappingError, UnsupportedFormatError
 from ..schema import OptimizerState, VariableSpec, materialize
 from . import keras_common as kc
+from . import keras3_model as k3m
 from . import keras_model as km
 from .base import MAX_JSON_BYTES, Format, ModelPayload, is_hdf5, is_zip
 from .hdf5 import KERAS3_LSO_VARIABLES, create_dataset, report_missing
@@ -171,7 +178,7 @@ def _groups_by_class(f, prefix, path):
     out = {}
     for name in kc.h5_node(f, prefix, path, h5py.Group):
         group = kc.h5_node(f, "%s/%s" % (prefix, name), path, h5py.Group)
-        if not (_layer_vars(group, path)[0] or kc.h5_has(group, "layers")):
+        if not (_layer_vars(group, path)[0] or kc.h5_has(group, "layers") or _sub_layer_datasets(group, "", path)):
             continue
         m = re.match(r"^(.*?)(?:_(\d+))?$", name)
         out.setdefault(m.group(1), []).append((int(m.group(2) or 0), name))
@@ -241,34 +248,90 @@ def variables_from_config(f, layers, path, warnings, prefix=None):
 def model_payload(f, model_config, path, keras_version, opener=None):
     """ModelPayload of an archive: every layer's variables (trainable or not) in config order.
 
+    A nested model's weights are its sub-layers' (named `<sub-layer>/<weight>`); in Keras 2
+    archives a layer's sub-layer groups (MultiHeadAttention's `_query_dense`, ...) are carried
+    too, named by their path. Each layer entry records where each weight sits below the layer's
+    group (`save_paths`), which `keras3_model.match_source` pairs with Keras 3's own layout.
     With `opener` (a context manager function yielding the weights file again) the weights are
     LazyTensors read one at a time when written; without it they are read now.
     """
-    layers = kc.model_layers(model_config, path)
-    prefix, assigned = assign_groups(f, layers, path)
-    weights, described, warnings = [], [], []
-    for layer in layers:
-        if layer.layers:
-            raise FormatError(path, "layer %r is a nested model; carrying nested models over is not supported"
-                              % layer.name)
-        datasets = []
-        if id(layer) in assigned:
-            _, _, datasets = _layer_group(f, prefix, assigned[id(layer)], layer, path)
-        known = kc.known_weights(layer.class_name, layer.config)
-        if known is not None and len(known) == len(datasets):
-            named = [("%s/%s" % (layer.name, n), t and layer.trainable) for n, t in known]
-        else:
-            if datasets:
-                warnings.append("layer %s (class %s): weight names unknown, assumed trainable"
-                                % (layer.name, layer.class_name))
-            named = [("%s/vars/%d" % (layer.name, k), layer.trainable) for k in range(len(datasets))]
-        for (name, trainable), ds in zip(named, datasets):
-            value = kc.lazy_dataset(ds, opener, path, ds.name) if opener else np.asarray(ds[()])
-            weights.append((name, value, trainable))
-        described.append({"name": layer.name, "class_name": kc._bare(layer.class_name),
-                          "weights": ["%s:0" % n for n, _ in named]})
+    described, items, warnings = _archive_weights(f, model_config, path, keras_version)
+    weights = [(name, kc.lazy_dataset(ds, opener, path, ds.name) if opener else np.asarray(ds[()]), trainable)
+               for name, ds, trainable in items]
     return ModelPayload(weights, config=model_config, keras_version=keras_version, source_format="keras_archive",
                         source_path=path, extra={"layers": described, "warnings": warnings})
+
+
+def _archive_weights(f, model_config, path, keras_version):
+    """(layer entries, [(name, dataset, trainable)], warnings) of an archive's model, in config order."""
+    layers = kc.model_layers(model_config, path)
+    prefix, assigned = assign_groups(f, layers, path)
+    keras2 = kc.keras_major(keras_version) != 3
+    items, described, warnings = [], [], []
+    for layer in layers:
+        if layer.layers and not keras2:
+            raise FormatError(path, "layer %r is a nested model; carrying nested models over is not supported"
+                              % layer.name)
+        found = _layer_weight_list(f, prefix, assigned[id(layer)], layer, path, keras2, warnings) \
+            if id(layer) in assigned else []
+        items.extend((name, ds, trainable) for name, ds, trainable, _ in found)
+        described.append({"name": layer.name, "class_name": kc._bare(layer.class_name),
+                          "weights": ["%s:0" % n for n, _, _, _ in found],
+                          "save_paths": [rel for _, _, _, rel in found]})
+    return described, items, warnings
+
+
+def keras2_variables(f, model_config, path, keras_version):
+    """[(VariableSpec, dataset)] of a tf_keras archive's trainable variables whose layers hold sub-layer
+    groups (MultiHeadAttention, nested models), in the trainable order of the model Keras 3 rebuilds from
+    config.json (for built-in layers the order tf_keras lists them too: each layer's own variables, then
+    its sub-layers' in creation order); each paired with its dataset by `keras3_model.match_source`."""
+    described, items, _ = _archive_weights(f, model_config, path, keras_version)
+    payload = ModelPayload(items, config=model_config, keras_version=keras_version, source_format="keras_archive",
+                           source_path=path, extra={"layers": described})
+    rebuilt = k3m.match_source(k3m.build(model_config, path, keras_version), payload, path)
+    return [(VariableSpec(items[j][0], items[j][1].shape, items[j][1].dtype), items[j][1])
+            for j in k3m.trainable_sources(rebuilt)]
+
+
+def _layer_weight_list(f, prefix, group_name, layer, path, keras2, warnings):
+    """[(name, dataset, trainable, path below the layer's group)] of one config layer's group."""
+    where, group, datasets = _layer_group(f, prefix, group_name, layer, path)
+    known = kc.known_weights(layer.class_name, layer.config)
+    if known is not None and len(known) == len(datasets):
+        named = [("%s/%s" % (layer.name, n), t and layer.trainable) for n, t in known]
+    else:
+        if datasets:
+            warnings.append("layer %s (class %s): weight names unknown, assumed trainable"
+                            % (layer.name, layer.class_name))
+        named = [("%s/vars/%d" % (layer.name, k), layer.trainable) for k in range(len(datasets))]
+    out = [(n, ds, t, "vars/%d" % k) for k, ((n, t), ds) in enumerate(zip(named, datasets))]
+    if layer.layers is not None:
+        if kc.h5_has(group, "layers"):
+            sub_prefix, sub_assigned = assign_groups(f, layer.layers, path, where + "/layers")
+            for sub in layer.layers:
+                if id(sub) in sub_assigned:
+                    for n, ds, t, rel in _layer_weight_list(f, sub_prefix, sub_assigned[id(sub)], sub, path, keras2,
+                                                            warnings):
+                        out.append((n, ds, t, "layers/%s/%s" % (sub_assigned[id(sub)], rel)))
+    elif keras2:
+        for rel, ds in _sub_layer_datasets(group, "", path):
+            out.append(("%s/%s" % (layer.name, rel), ds, layer.trainable, rel))
+    return out
+
+
+def _sub_layer_datasets(group, rel, path):
+    """[(path, dataset)] of the `vars` datasets in a layer group's sub-layer groups, in name order."""
+    out = []
+    for child in sorted(group):
+        if child == "vars":
+            continue
+        sub = kc.h5_node(group, child, path, h5py.Group)
+        here = "%s/%s" % (rel, child) if rel else child
+        for k, ds in enumerate(_layer_vars(sub, path)[0]):
+            out.append(("%s/vars/%d" % (here, k), ds))
+        out.extend(_sub_layer_datasets(sub, here, path))
+    return out
 
 
 def _name_layer_vars(layer, datasets, warnings):
@@ -283,6 +346,32 @@ def _name_layer_vars(layer, datasets, warnings):
     if not layer.trainable:
         return []
     return [(VariableSpec(n, ds.shape, ds.dtype), ds) for (n, t), ds in zip(named, datasets) if t]
+
+
+def _has_nested_groups(f, path):
+    """Whether a layer group holds groups of its own (sub-layers: MultiHeadAttention, nested models)."""
+    if not kc.h5_has(f, "layers"):
+        return False
+    for name in f["layers"]:
+        group = kc.h5_node(f, "layers/" + name, path, h5py.Group)
+        if any(child != "vars" for child in group):
+            return True
+    return False
+
+
+def keras3_variables(f, model_config, path):
+    """[(VariableSpec, dataset)] of a Keras 3 archive's trainable variables in `trainable_variables` order,
+    as Keras 3 itself builds the model from config.json (nothing is allocated or run)."""
+    rebuilt = k3m.build(model_config, path, "3")
+    out = []
+    for i in rebuilt.trainable:
+        var = rebuilt.variables[i]
+        where = "%s/vars/%s" % (var.group, var.key) if var.group else "vars/" + var.key
+        ds = kc.h5_node(f, where, path, h5py.Dataset)
+        if tuple(ds.shape) != var.shape:
+            raise FormatError(path, "%s holds shape %s, Keras 3's %s has %s" % (where, ds.shape, var.path, var.shape))
+        out.append((VariableSpec(var.path, ds.shape, ds.dtype), ds))
+    return out
 
 
 def variables_without_config(f, path, warnings):
@@ -455,11 +544,19 @@ class KerasArchiveFormat(Format):
             return _tf_keras_unwritable(state)
         return _keras3_unwritable(state)
 
+    def check_writable(self, state, path, model=None):
+        if state.generation == "keras3" and _keras2_source(model):
+            k3m.order_state_variables(k3m.for_payload(model, str(path)), model, state, str(path))
+
     def write(self, state, path, model=None, progress=None, **options):
         """Config, metadata and model.weights.h5 that the target generation's `load_model` restores:
         Keras 3's for `keras3`, tf_keras 2.21's for `experimental`."""
         path = str(path)
-        if state.generation == "keras3":
+        rebuilt = None
+        if state.generation == "keras3" and _keras2_source(model):
+            rebuilt = k3m.for_payload(model, path)  # Keras 3 itself rebuilds a Keras 2 model
+            config, version, compile_config = copy.deepcopy(rebuilt.config), km.KERAS3_VERSION, km.keras3_compile_config
+        elif state.generation == "keras3":
             config, version, compile_config = _keras3_config(model, path), km.KERAS3_VERSION, km.keras3_compile_config
         elif state.generation == "experimental":
             config, version = _keras2_config(model, path), km.TF_KERAS_VERSION
@@ -471,7 +568,10 @@ class KerasArchiveFormat(Format):
         # model.weights.h5 is written in place, one tensor at a time, then the zip is built around it
         archive = StreamedArchive(path, WEIGHTS, date_time=ZIP_DATE, external_attr=ZIP_MODE)
         with h5py.File(path, "w", userblock_size=archive.userblock) as f:
-            entry = write_archive_weights(f, state, model, config, path, progress)
+            if rebuilt is not None:
+                entry = write_keras3_weights(f, state, model, rebuilt, path, progress)
+            else:
+                entry = write_archive_weights(f, state, model, config, path, progress)
         config["compile_config"] = compile_config((model.extra or {}).get("training_config"), entry)
         metadata = {"keras_version": version}
         archive.finish({CONFIG: json.dumps(config).encode("utf8"), METADATA: json.dumps(metadata).encode("utf8")})
@@ -508,7 +608,18 @@ class KerasArchiveFormat(Format):
                 warnings.append("config.json has no compiled optimizer; optimizer=%r was used" % optimizer)
             layers = kc.model_layers(model_config, path)
             with open_weights(path) as f:
+                before = len(warnings)
                 found = variables_from_config(f, layers, path, warnings)
+                if kc.keras_major(keras_version) == 3 and (_has_nested_groups(f, path) or any(
+                        "cannot prove" in w for w in warnings[before:])):
+                    found = keras3_variables(f, model_config, path)  # only Keras 3 knows these layers' order
+                    del warnings[before:]
+                elif kc.keras_major(keras_version) == 2 and _has_nested_groups(f, path):
+                    try:
+                        found = keras2_variables(f, model_config, path, keras_version)
+                        del warnings[before:]
+                    except FormatError as e:  # no keras 3, or a model it cannot rebuild: the config walk stands
+                        warnings.append("the layers' sub-layer variables could not be ordered (%s)" % e.problem)
                 found = _apply_hint(found, variables, warnings)
                 state = read_weights_file(f, path, info, found, TensorOpener(path), WEIGHTS + ":", warnings)
         except MappingError as e:
@@ -562,11 +673,20 @@ class KerasWeightsFormat(Format):
     def unwritable(self, state):
         return _keras3_unwritable(state)
 
+    def check_writable(self, state, path, model=None):
+        if state.generation == "keras3" and _keras2_source(model):
+            k3m.order_state_variables(k3m.for_payload(model, str(path)), model, state, str(path))
+
     def write(self, state, path, model=None, progress=None, **options):
         """A Keras 3 `.weights.h5` (what `model.save_weights` writes), loadable by `model.load_weights`."""
         path = str(path)
         if state.generation != "keras3":
             raise FormatError(path, "the .weights.h5 writer lays out Keras 3 state, not %s" % state.generation)
+        if _keras2_source(model):
+            rebuilt = k3m.for_payload(model, path)
+            with h5py.File(path, "w") as f:
+                write_keras3_weights(f, state, model, rebuilt, path, progress)
+            return
         if model is not None and isinstance(model.config, dict):
             config3 = km.keras3_model_config(model.config, path, model.keras_version)
         elif model is not None and any("group" in l for l in (model.extra or {}).get("layers", [])):
@@ -728,6 +848,34 @@ def write_archive_weights(f, state, model, config, where, progress=None):
     if keras3:
         root.attrs["name"] = config["config"].get("name") or "functional"
     return entry
+
+
+def _keras2_source(model):
+    """Whether the source payload carries a Keras 2 model config (which Keras 3 rebuilds to write it)."""
+    return model is not None and isinstance(model.config, dict) and not km.is_keras3_config(model.config,
+                                                                                            model.keras_version)
+
+
+def write_keras3_weights(f, state, model, rebuilt, where, progress=None):
+    """A Keras 3 `model.weights.h5` of a Keras 2 source model as Keras 3 itself lays it out.
+
+    `rebuilt` (`keras3_model.Keras3Model`) says which group and dataset each Keras 3 variable
+    goes to and which source weight it holds; the weights are streamed one at a time. The
+    optimizer's list follows the Keras 3 model's `trainable_variables` order. Returns the
+    serialized optimizer.
+    """
+    ordered = k3m.order_state_variables(rebuilt, model, state, where)
+    state3 = dataclasses.replace(state, variables=ordered)
+    entries = kc.optimizer_arrays(state3, where)
+    for group, metadata in rebuilt.groups:
+        if metadata:
+            vars_group = f.require_group("%s/vars" % group if group else "vars")
+            for key, value in metadata.items():
+                vars_group.attrs[key] = value
+    for var in rebuilt.variables:
+        vars_group = f.require_group("%s/vars" % var.group if var.group else "vars")
+        create_dataset(vars_group, var.key, model.weights[var.source][1])
+    return write_optimizer_groups(f, state3, entries, where, progress)
 
 
 def write_optimizer_groups(f, state, entries, where, progress=None):

@@ -17,6 +17,7 @@ its `trainable` flag. That message is only parsed; its functions are never loade
 
 import json
 import os
+import re
 import shutil
 
 from ..errors import FormatError, UnsupportedFormatError
@@ -88,9 +89,13 @@ class SavedModelFormat(Format):
         payload.config = plain_config(root.get("model_config"), meta_path)
         payload.keras_version = root.get("keras_version")
         payload.extra["training_config"] = root.get("training_config")
+        owners = _top_level_owners(graph)
         layers = {}
-        for (name, _, _), obj_path in zip(payload.weights, payload.extra["paths"]):
-            head = obj_path.partition("/")[0]
+        for (name, _, _), obj_path, node_id in zip(payload.weights, payload.extra["paths"],
+                                                   _model_variables(graph, 0, graph.child(0, "optimizer"))):
+            # a variable's shortest path may run through the model's own `variables` list (a nested
+            # model's or a sub-layer's weights): it belongs to the top-level layer that tracks it
+            head = owners.get(node_id, obj_path.partition("/")[0])
             layers.setdefault(head, {"name": layer_names.get(head, head), "class_name": None, "weights": []})
             layers[head]["weights"].append(name + ":0")
         payload.extra["layers"] = list(layers.values())
@@ -212,6 +217,18 @@ def plain_config(value, where):
         raise FormatError(where, "the model config holds a %s, which has no plain JSON form; rewriting this model in "
                                  "another format is not supported" % marker)
     return {k: plain_config(v, where) for k, v in value.items() if k != "shared_object_id"}
+
+
+def _top_level_owners(graph):
+    """{variable node id: the root child (`layer_with_weights-2`, `layer-3`) of the layer that tracks it}."""
+    out = {}
+    opt = graph.child(0, "optimizer")
+    for name, child in graph.children(0).items():
+        if not re.match(r"^layer(_with_weights)?-\d+$", name):
+            continue
+        for node_id in graph.paths(child, skip={opt} if opt is not None else ()):
+            out.setdefault(node_id, name)
+    return out
 
 
 def _layer_names(nodes):

@@ -65,8 +65,12 @@ class TfCheckpointFormat(Format):
     By default the source checkpoint's root is kept; other sources get "save_weights" for
     v2 / 2.11+ targets. Keras 3 and TF1 object-based targets are always "checkpoint"
     (Keras 3 `load_weights` reads no TF checkpoints; TF1 optimizers are not Keras-tracked).
-    Keras 3 keeps the model's weights as `optimizer/_trainable_variables/K` only, as Keras 3
-    itself does: they are restored once the optimizer is built.
+    Keras 3: as real Keras 3 checkpoints, the trainable weights are keyed
+    `optimizer/_trainable_variables/K` (their shortest path; restored once the optimizer is
+    built) and every weight also hangs at its trackable path under the model
+    (`model/_operations/2/moving_mean`), which is where the non-trainable ones are keyed. Those
+    paths come from the Keras 3 model rebuilt from the source's Keras 2 config
+    (`keras3_model`); a source without a config (a checkpoint) gives trainable weights only.
     """
 
     name = "tf_checkpoint"
@@ -121,18 +125,14 @@ class TfCheckpointFormat(Format):
             writer.link(model_node, "optimizer", opt)
         else:
             model_node, opt = 0, writer.link(0, "optimizer", writer.node())
-        trainable = trainable_nodes(model, state, path)
         if state.generation == "keras3":
-            others = [i for i in range(len(model.weights)) if i not in set(trainable)]
-            if others:
-                raise FormatError(path, "the Keras 3 checkpoint layout written here keeps trainable model weights "
-                                        "only (as optimizer/_trainable_variables); %d non-trainable weights (%s) "
-                                        "would be lost" % (len(others), model.weights[others[0]][0]))
-            var_nodes = [writer.variable(model.weights[i][1], strip(model.weights[i][0])) for i in trainable]
+            state, var_nodes = _add_keras3_model(writer, model_node, model, state, path)
+            names = [v.name for v in state.variables]
         else:
+            trainable = trainable_nodes(model, state, path)
             nodes = _add_model(writer, model_node, model, model_paths(model, path))
             var_nodes = [nodes[i] for i in trainable]
-        names = [strip(model.weights[i][0]) for i in trainable]
+            names = [strip(model.weights[i][0]) for i in trainable]
         try:
             add_optimizer(writer, opt, state, var_nodes, names)
         except FormatError as e:
@@ -149,6 +149,10 @@ class TfCheckpointFormat(Format):
             if e.path == "None":
                 raise FormatError(path, e.problem) from e
             raise
+
+    def check_writable(self, state, path, model=None):
+        if state.generation == "keras3" and model is not None:
+            _keras3_layout(model, state, str(path))
 
     def validate(self, path):
         prefix = resolve_prefix(path)
@@ -861,10 +865,64 @@ def trainable_nodes(model, state, where):
     return trainable
 
 
+def _keras3_layout(model, state, where):
+    """(the Keras 3 model rebuilt from the source's Keras 2 config, the state's variables in its
+    `trainable_variables` order), or (None, None) where the source has no such config and every
+    weight is trainable (then the weights go under the optimizer only, see `_add_keras3_model`)."""
+    from . import keras3_model as k3m
+    from .keras_model import is_keras3_config
+    frozen = [name for name, _, trainable in model.weights if not trainable]
+    keras2 = isinstance(model.config, dict) and not is_keras3_config(model.config, model.keras_version)
+    if keras2 or (frozen and isinstance(model.config, dict)):  # a Keras 3 model only where it has to be placed
+        try:
+            rebuilt = k3m.for_payload(model, where)
+        except FormatError as e:
+            if not frozen:
+                return None, None  # the trainable weights need no Keras 3 model: they hang off the optimizer
+            raise FormatError(where, "%s; the model's %d non-trainable weights (%s, ...) sit under its layers in a "
+                                     "Keras 3 checkpoint, which only the rebuilt model can place; build the model in "
+                                     "Keras 3 and restore only the optimizer state (restore_into)"
+                              % (e.problem, len(frozen), strip(frozen[0]))) from e
+        return rebuilt, k3m.order_state_variables(rebuilt, model, state, where)
+    if frozen:
+        raise FormatError(where, "a Keras 3 checkpoint keeps non-trainable weights (%s, ...) under the model's layers, "
+                                 "which only a model config can place, and the source (%s) has none; convert "
+                                 "from the full-model file (.h5, .keras, SavedModel) instead"
+                          % (strip(frozen[0]), model.source_format))
+    return None, None
+
+
+def _add_keras3_model(writer, model_node, model, state, where):
+    """The Keras 3 model's variables under `model_node`; returns (state in Keras 3's variable order, the
+    nodes of its trainable variables in that order).
+
+    As real Keras 3 `tf.train.Checkpoint(model=model, optimizer=optimizer)` checkpoints lay them out
+    (its object graph read back): every variable at its trackable path under the model
+    (`_operations/2/moving_mean`), the trainable ones listed again in the optimizer's
+    `_trainable_variables`, which is their shortest path and so names their keys. A source without
+    a Keras 2 model config (a checkpoint) has trainable weights only; they hang off the optimizer alone.
+    """
+    rebuilt, ordered = _keras3_layout(model, state, where)
+    if rebuilt is None:
+        trainable = trainable_nodes(model, state, where)
+        return state, [writer.variable(model.weights[i][1], strip(model.weights[i][0])) for i in trainable]
+    missing = [v.path for v in rebuilt.variables if not v.checkpoint_path]
+    if missing:
+        raise FormatError(where, "the Keras 3 model's object graph does not reach %s" % ", ".join(missing[:3]))
+    nodes = _add_variables(writer, model_node, [(v.path, model.weights[v.source][1], v.checkpoint_path)
+                                                for v in rebuilt.variables])
+    return dataclasses.replace(state, variables=ordered), [nodes[i] for i in rebuilt.trainable]
+
+
 def _add_model(writer, parent, model, paths):
     """Variable nodes for every payload weight at its path under `parent`; returns their node ids."""
+    return _add_variables(writer, parent, [(name, value, path) for (name, value, _), path in zip(model.weights, paths)])
+
+
+def _add_variables(writer, parent, items):
+    """Variable nodes for (full name, value, object path under `parent`); returns their node ids."""
     layer_nodes, out = {}, []
-    for (name, value, _), path in zip(model.weights, paths):
+    for name, value, path in items:
         head, _, attr = path.rpartition("/")
         owner = parent
         if head:
