@@ -1,7 +1,9 @@
 """Reading a TensorFlow tensor bundle (`<prefix>.index` + `<prefix>.data-K-of-N`) safely.
 
-Only tensor bytes are read, through `tf.train.load_checkpoint` (CheckpointReader); nothing
-in the file is executed. The object graph of an object-based checkpoint is parsed as a
+Tensor bytes are read straight from the data shards into the array that holds them, checked
+against the index's CRC-32C (google-crc32c's hardware code); sliced, big-endian and string
+tensors, and every large tensor when that C code is missing, go through TensorFlow's
+CheckpointReader. Nothing in the file is executed. The object graph of an object-based checkpoint is parsed as a
 `TrackableObjectGraph` protobuf. Every problem with the files becomes a one-line
 `FormatError` naming the file, never a raw TensorFlow exception.
 """
@@ -140,8 +142,19 @@ def _crc32c_table():
 _CRC32C = _crc32c_table()
 
 
+try:  # hardware CRC-32C (google-crc32c's C extension): tensors of any size are read without TensorFlow
+    import google_crc32c as _fast_crc32c
+    if getattr(_fast_crc32c, "implementation", None) != "c":
+        _fast_crc32c = None
+except ImportError:  # pragma: no cover - a dependency; without it TensorFlow reads the large tensors
+    _fast_crc32c = None
+
+
 def crc32c(data, crc=0):
-    """CRC-32C (Castagnoli) of `data`, in Python: for the index blocks and small tensors only."""
+    """CRC-32C (Castagnoli) of `data`, continuing `crc` (google-crc32c's C code, else in Python)."""
+    if _fast_crc32c is not None:
+        # its C code takes bytes or a numpy buffer (not a bytearray or memoryview): no copy either way
+        return _fast_crc32c.extend(crc, data if isinstance(data, bytes) else np.frombuffer(data, np.uint8))
     crc ^= 0xFFFFFFFF
     table = _CRC32C
     for byte in bytes(data):
@@ -430,24 +443,26 @@ class Bundle:
         """A small tensor read straight from its shard with its checksum verified; None: TensorFlow reads it."""
         if entry.slices or self.endianness != 0 or entry.dtype not in NUMPY_DTYPES:
             return None
-        if entry.size > (PY_CRC_LIMIT if entry.dtype == DT_STRING else RAW_LIMIT):
+        if entry.size > (PY_CRC_LIMIT if entry.dtype == DT_STRING else RAW_LIMIT) and (
+                _fast_crc32c is None or entry.dtype == DT_STRING):
             return None
         shard = "%s.data-%05d-of-%05d" % (self.prefix, entry.shard_id, self.num_shards)
+        # read into one buffer that becomes the array: a tensor's bytes are held once, not twice
+        data = bytearray(entry.size)
         try:
             with open(shard, "rb") as f:
                 f.seek(entry.offset)
-                data = f.read(entry.size)
+                got = f.readinto(data)
         except OSError as e:
             raise FormatError(self.origin, "cannot read tensor %s: %s" % (key, e)) from e
-        if len(data) != entry.size:
+        if got != entry.size:
             raise FormatError(self.origin, "tensor %s: the data file ends early" % key)
         if entry.dtype == DT_STRING:
             return _read_strings(data, entry, key, self.origin)
         if masked_crc32c(data) != entry.crc32c:
             raise FormatError(self.origin, "tensor %s does not match its checksum (crc32c): the data file is "
                                            "corrupt" % key)
-        return np.frombuffer(bytearray(data), np.dtype(NUMPY_DTYPES[entry.dtype]).newbyteorder("=")) \
-            .reshape(entry.shape)
+        return np.frombuffer(data, np.dtype(NUMPY_DTYPES[entry.dtype]).newbyteorder("=")).reshape(entry.shape)
 
     def tensor(self, key):
         """A LazyTensor for `key` (nothing is read until it is loaded)."""
