@@ -71,6 +71,21 @@ def _policy_name(value):
 # Keras 2 values Keras 3 spells differently: key -> function(value) -> Keras 3 value.
 VALUE_FIXES = {"dtype": _policy_name}
 
+# The tag Keras 2.12-2.15 `.keras` configs give a numpy value (ReLU's `negative_slope` of 0.0 is
+# {"class_name": "__numpy__", "config": {"value": 0.0, "dtype": "float32"}}); Keras 3's legacy loader
+# passes the dict on as the value, so it is replaced by the plain value it tags.
+NUMPY_TAG = "__numpy__"
+
+
+def _untag_numpy(value):
+    if isinstance(value, dict):
+        if value.get("class_name") == NUMPY_TAG and isinstance(value.get("config"), dict):
+            return value["config"].get("value")
+        return {k: _untag_numpy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_untag_numpy(v) for v in value]
+    return value
+
 # Variables Keras 3 renamed: (Keras 3 class, Keras 2 weight name) -> Keras 3 weight name.
 RENAMED_WEIGHTS = {("DepthwiseConv2D", "depthwise_kernel"): "kernel"}
 
@@ -188,6 +203,7 @@ def translate_keras2_config(model_config, where):
         cfg = layer["config"]
         name = _layer_name(layer)
         for key in list(cfg):
+            cfg[key] = _untag_numpy(cfg[key])
             if key in VALUE_FIXES:
                 cfg[key] = VALUE_FIXES[key](cfg[key])
             if key in accepted:

@@ -350,12 +350,13 @@ def _name_layer_vars(layer, datasets, warnings):
 
 def _has_nested_groups(f, path):
     """Whether a layer group holds groups of its own (sub-layers: MultiHeadAttention, nested models)."""
-    if not kc.h5_has(f, "layers"):
-        return False
-    for name in f["layers"]:
-        group = kc.h5_node(f, "layers/" + name, path, h5py.Group)
-        if any(child != "vars" for child in group):
-            return True
+    for container in LAYER_CONTAINERS:  # `layers`, or Keras 2.12's `_layer_checkpoint_dependencies`
+        if not kc.h5_has(f, container):
+            continue
+        for name in f[container]:
+            group = kc.h5_node(f, "%s/%s" % (container, name), path, h5py.Group)
+            if any(child != "vars" for child in group):
+                return True
     return False
 
 
