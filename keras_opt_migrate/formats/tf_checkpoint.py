@@ -23,6 +23,7 @@ import re
 
 import numpy as np
 
+from .. import matching
 from ..errors import FormatError, MappingError, UnsupportedFormatError
 from ..optimizers.registry import SPECS, get_spec
 from ..optimizers.spec import GENERIC_TRACKED, LAYOUT_FLAGS, flag_configs, positional_layout, slot_sets
@@ -205,6 +206,12 @@ def model_payload(bundle, graph, origin, source_format, rename=None, trainable=N
             return ModelPayload(weights, source_format=source_format, source_path=origin,
                                 extra={"checkpoint_root": "checkpoint", "keras3": True})
         slotted = {orig for orig, _, _ in graph.slot_variables(found.node)}
+        if not slotted and found.generation == "experimental" and "_variables" in ch:
+            # 2.11+: the slots are named after the variables they belong to (`Adam/m/bn/gamma`)
+            everything = _model_variables(graph, model_root, opt_node)
+            slotted = set(_trainable_by_slot_names(graph, everything, graph.list_items(ch["_variables"])))
+            if slotted and len(slotted) == len(everything):
+                slotted = set()
         trainable_ids = slotted or None
     if trainable is not None:
         trainable_ids = set(trainable)
@@ -514,9 +521,8 @@ def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of
         var_nodes = graph.list_items(children["_trainable_variables"])
     else:
         var_nodes = _model_variables(graph, model_root, opt_node, trainable)
-    variables = _specs_for(bundle, graph, var_nodes, name_of, var_hint, origin)
-    tensors = []
-    for i, nid in enumerate(graph.list_items(children["_variables"])):
+    tensors, opt_items = [], graph.list_items(children["_variables"])
+    for i, nid in enumerate(opt_items):
         key = graph.value_key(nid)
         if key is None or key not in bundle:
             raise FormatError(origin, "optimizer variable %d has no value in the checkpoint" % i)
@@ -524,6 +530,11 @@ def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of
 
     base = _base_layout_config(config, lists, children)
     fits = candidate_specs(gen, present, nonempty, children, tracked=True)
+    subset_note = None
+    if gen == "experimental" and trainable is None and (var_hint is None or len(var_hint) != len(var_nodes)):
+        var_nodes, subset_note = _trainable_subset(bundle, graph, var_nodes, opt_items, name_of, tensors, fits, base,
+                                                   present, nonempty, gen, origin)
+    variables = _specs_for(bundle, graph, var_nodes, name_of, var_hint, origin)
     layouts = {spec.name: _fitting_layouts(spec, gen, base, present, nonempty, variables, tensors)
                for spec in fits}
     fitting = [spec for spec in fits if layouts[spec.name]] or fits
@@ -535,6 +546,8 @@ def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of
 
     state = OptimizerState(optimizer=spec.name, generation=gen, config=options[0], variables=variables)
     attach_positional(state, spec, gen, tensors, origin)
+    if subset_note:
+        state.source["trainable"] = subset_note
     _confirm_by_lists(state, spec, gen, graph, lists, origin)
     state.config = config
     if "_accumulated_gradients" in lists:
@@ -554,6 +567,58 @@ def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of
     if lr_key and not isinstance(config.get("learning_rate"), dict):
         state.config["learning_rate"] = bundle.scalar(lr_key)
     return state
+
+
+def _trainable_by_slot_names(graph, var_nodes, opt_items):
+    """The model variables the 2.11+ optimizer's slots are named after (`Adam/m/bn/gamma` is bn/gamma's)."""
+    slot_names = [_full_name(graph, nid) or "" for nid in opt_items]
+    out = []
+    for node_id in var_nodes:
+        name = _full_name(graph, node_id)
+        if name and any(s.endswith("/" + name) for s in slot_names):
+            out.append(node_id)
+    return out
+
+
+def _trainable_subset(bundle, graph, var_nodes, opt_items, name_of, tensors, fits, base, present, nonempty, gen,
+                      origin):
+    """(the model variables the 2.11+ optimizer was built over, how that is known).
+
+    The 2.11+ optimizer keeps state for the trainable variables only; a `save_weights` checkpoint
+    lists every model variable (BatchNormalization's moving statistics too). When all of them do
+    not fit the file's `_variables` count, the subset is proven by the slots' own names (tf_keras
+    names each slot `<optimizer>/<slot>/<variable name>`), else by the attributes built-in layers
+    keep non-trainable (`matching.KNOWN_NON_TRAINABLE`); the subset must then fit count and shapes.
+    """
+    def fits_any(nodes):
+        variables = _specs_for(bundle, graph, nodes, name_of, None, origin)
+        return any(_fitting_layouts(spec, gen, base, present, nonempty, variables, tensors) for spec in fits)
+
+    if not fits or fits_any(var_nodes):
+        return var_nodes, None
+    by_names = _trainable_by_slot_names(graph, var_nodes, opt_items)
+    if by_names and len(by_names) < len(var_nodes) and fits_any(by_names):
+        return by_names, "the %d variables the optimizer's slots are named after (of %d model variables)" % (
+            len(by_names), len(var_nodes))
+    paths = [name_of(n) for n in var_nodes]
+    frozen = set(matching.non_trainable_by_attribute(paths))
+    by_attributes = [n for i, n in enumerate(var_nodes) if i not in frozen]
+    if frozen and fits_any(by_attributes):
+        return by_attributes, ("%d of %d model variables: %s are non-trainable weights of built-in layers"
+                               % (len(by_attributes), len(var_nodes), ", ".join(paths[i] for i in sorted(frozen)[:4])))
+    spec = fits[0]
+    shapes = [bundle.shapes[graph.value_key(n)] for n in var_nodes]
+    counts = [k for k in range(len(var_nodes) + 1)
+              if len(positional_layout(spec, gen, base, shapes[:k], ["float32"] * k)) == len(tensors)]
+    if counts:
+        raise MappingError(
+            "%s: %s %s over %d model variables should have %d optimizer variables, the file has %d: the optimizer "
+            "was built over %d of them (the trainable ones), but neither the slots' names nor the layers' "
+            "attributes prove which %d; pass variables=... (CLI --variables) with the model's trainable variables"
+            % (origin, gen, spec.name, len(var_nodes), len(positional_layout(spec, gen, base, shapes,
+                                                                                ["float32"] * len(shapes))),
+               len(tensors), counts[0], counts[0]))
+    return var_nodes, None
 
 
 def _is_tracked_list(name, generation):
