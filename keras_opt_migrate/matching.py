@@ -92,17 +92,22 @@ def _aliases(name, layer_class=None):
     return tuple(dict.fromkeys(out))
 
 
-def sources(items):
-    """Candidates for a file's variables: VariableSpecs, (name, shape) pairs or payload triples."""
+def sources(items, paths=None):
+    """Candidates for a file's variables: VariableSpecs, (name, shape) pairs or payload triples.
+
+    paths: the object path of each (a checkpoint's `layer_with_weights-0/kernel`), for structure.
+    """
     out = []
-    for item in items:
+    for k, item in enumerate(items):
         if isinstance(item, (tuple, list)):
             name, shape = item[0], item[1]
             shape = tuple(int(d) for d in getattr(shape, "shape", shape))
             trainable = bool(item[2]) if len(item) > 2 and isinstance(item[2], bool) else True
         else:
             name, shape, trainable = item.name, tuple(item.shape), True
-        out.append(Candidate(str(name), tuple(shape), _aliases(name), _structure_of_name(name), trainable))
+        path = paths[k] if paths else name
+        out.append(Candidate(str(name), tuple(shape), _aliases(name),
+                             _structure_of_name(path) or _structure_of_name(name), trainable))
     return out
 
 
@@ -339,7 +344,7 @@ def match(src, dst, *, confirmed=False, what=("the file", "the model"), require_
     # shapes of what names / structure paired
     bad = ["%s vs %s" % (src[s].label, dst[t].label) for s, t in sorted(pairs.items()) if src[s].shape != dst[t].shape]
     if bad:
-        raise MappingError("%d of %s's variables pair with %s's by name but not by shape: %s"
+        raise MappingError("%d of %s's variables pair with %s's by name or structure but not by shape: %s"
                            % (len(bad), a, b, "; ".join(bad[:4])))
     left_s = [s for s in range(len(src)) if s not in pairs]
     left_t = sorted(free_t)
