@@ -359,7 +359,7 @@ def load_into(model, path, *, optimizer=None, config=None):
     if optimizer or config:
         state = load_state(path, optimizer=optimizer, config=config)
     else:
-        state = load_for(path, hint)
+        state = load_for(path, hint, list(model.trainable_variables))
     source_generation = state.generation
     restored = restore_state_into(restore, target, state, model)
     for var, value in values:  # the optimizer accepted its state: nothing can fail from here

@@ -31,6 +31,10 @@ RENAMED_ATTRIBUTES = {
     "DepthwiseConv1D": {"depthwise_kernel": "kernel"},
     "DepthwiseConv2D": {"depthwise_kernel": "kernel"},
 }
+# The same renames without the layer's class (variables given without their model), both ways; used
+# only for what is left unpaired, and only one-to-one.
+ANY_RENAMED = {a: b for table in RENAMED_ATTRIBUTES.values() for old, new in table.items()
+               for a, b in ((old, new), (new, old))}
 # Weights built-in layers create non-trainable (the optimizer never sees them), by attribute.
 NON_TRAINABLE_ATTRIBUTES = {
     "BatchNormalization": ("moving_mean", "moving_variance"),
@@ -131,6 +135,9 @@ def _structure_of_name(name):
         else:
             key.append(parts[i].lstrip("_") or parts[i])
         i += 1
+    if not structural and len(parts) >= 3 and parts[-2] == "vars" and parts[-1].isdigit():
+        # a Keras 3 `.weights.h5` / `.keras` store: `<layer>/vars/<i>` is the layer's i-th own variable
+        return (tuple(p for p in parts if p != "layers"),)
     return (tuple(key),) if structural else ()
 
 
@@ -217,6 +224,24 @@ def _model_structure(model):
                         add(id(var), layer, head + alias)
 
     visit(model, ())
+
+    def own_stores(owner, chain):
+        # `<layer name>/vars/<i>`: the layer's own variables, trainable then non-trainable (Keras 3's
+        # `Layer.save_own_variables`; tf_keras keeps the same two lists as `_trainable_weights` / ...)
+        for layer in _layers_of(owner):
+            here = chain + (layer.name,)
+            if hasattr(layer, "get_layer") and _layers_of(layer):
+                own_stores(layer, here)
+                continue
+            own = (list(getattr(layer, "_trainable_variables", None) or getattr(layer, "_trainable_weights", None)
+                        or []) +
+                   list(getattr(layer, "_non_trainable_variables", None) or
+                        getattr(layer, "_non_trainable_weights", None) or []))
+            for i, var in enumerate(own):
+                if hasattr(var, "shape"):
+                    add(id(var), layer, here + ("vars", str(i)))
+
+    own_stores(model, ())
     return {i: (cls, tuple(dict.fromkeys(keys))) for i, (cls, keys) in out.items()}
 
 
@@ -296,13 +321,18 @@ def match(src, dst, *, confirmed=False, what=("the file", "the model"), require_
                 by[s] = how
                 free_t.discard(t)
 
-    # 1. names: exact aliases, then equal after leading scopes
-    for level in ("exact", "suffix"):
+    # 1. names: exact aliases, then equal after leading scopes, then with a renamed attribute of any class
+    #    (a target known without its model: only what is left, and only one-to-one)
+    for level in ("exact", "suffix", "renamed"):
         open_s = [s for s in range(len(src)) if s not in pairs]
         sets = {}
         for s in open_s:
             want = src[s].aliases
-            if level == "exact":
+            if level == "renamed":
+                want = tuple(a[:-1] + (ANY_RENAMED[a[-1]],) for a in want if a and a[-1] in ANY_RENAMED)
+                sets[s] = {t for t in free_t if any(_suffix_match(x, y) or x == y for x in want
+                                                    for y in dst[t].aliases)}
+            elif level == "exact":
                 sets[s] = {t for t in free_t if set(want) & set(dst[t].aliases)}
             else:
                 sets[s] = {t for t in free_t if any(_suffix_match(x, y) for x in want for y in dst[t].aliases)}

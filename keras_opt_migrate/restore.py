@@ -7,7 +7,7 @@ real tf_keras / Keras 3 optimizers is one more entry (`register_restorer`).
 
 import os
 
-from .errors import KerasOptMigrateError, MappingError
+from .errors import FormatError, KerasOptMigrateError, MappingError
 from .schema import OptimizerState
 
 RESTORERS = []
@@ -23,11 +23,14 @@ def register_restorer(predicate, restore, first=False, algorithm=None):
     RESTORERS.insert(0, entry) if first else RESTORERS.append(entry)
 
 
-def load_for(source, algorithm=None):
+def load_for(source, algorithm=None, variables=None):
     """The state of `source` (a path or an `OptimizerState`) for an optimizer of `algorithm`.
 
     A file that cannot tell algorithms apart is read again with the target's algorithm as the
-    hint; the file must still fit it (`load_state` checks), and the hint is recorded.
+    hint; the file must still fit it (`load_state` checks), and the hint is recorded. A
+    positional file that does not record which model variables its optimizer was built over (a
+    `.weights.h5` of a model with BatchNormalization) is read once more with `variables` (the
+    target model's trainable variables) as the hint, count and shapes checked.
     """
     if isinstance(source, OptimizerState):
         return source
@@ -36,13 +39,20 @@ def load_for(source, algorithm=None):
     from .api import load_state
     try:
         return load_state(source)
-    except MappingError as unhinted:
+    except (MappingError, FormatError) as unhinted:  # e.g. a `.weights.h5` names no algorithm at all
         if not algorithm:
             raise
         try:
-            state = load_state(source, optimizer=algorithm)
+            try:
+                state = load_state(source, optimizer=algorithm)
+            except (MappingError, FormatError):
+                if variables is None:
+                    raise
+                state = load_state(source, optimizer=algorithm, variables=variables)
         except MappingError as e:
             raise MappingError("%s (read without a hint: %s)" % (e, unhinted)) from e
+        except FormatError as e:
+            raise e from unhinted
         state.source["algorithm_from"] = "the target optimizer (%s)" % algorithm
         return state
 
@@ -68,7 +78,8 @@ def restore_into(optimizer, source, var_list=None, model=None):
     apart, and nothing is applied. Returns the `OptimizerState`.
     """
     _, restore, algorithm = _entry(optimizer)
-    state = load_for(source, algorithm(optimizer) if algorithm else None)
+    state = load_for(source, algorithm(optimizer) if algorithm else None,
+                     list(model.trainable_variables) if model is not None else None)
     restore(optimizer, state, var_list, model)
     return state
 

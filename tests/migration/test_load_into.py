@@ -269,3 +269,35 @@ def test_restore_into_a_legacy_adam_takes_the_algorithm_from_it():
         assert np.array_equal(np.asarray(opt.get_slot(var, "m")), np.asarray(want.slots[name]["momentum"]))
     with pytest.raises(MappingError, match="does not fit"):  # the file must still fit the target's algorithm
         kom.restore_into(tf_keras.optimizers.legacy.SGD(momentum=0.9), str(path), model=model)
+
+
+# -- Keras 3 and tf_keras archives ------------------------------------------------------------------------------
+def _conv_bn(lib):
+    inp = lib.Input((8, 8, 3))
+    h = lib.layers.DepthwiseConv2D(3, name="dw")(lib.layers.Conv2D(4, 3, name="c")(inp))
+    h = lib.layers.Flatten()(lib.layers.BatchNormalization(name="bn")(h))
+    return lib.Model(inp, lib.layers.Dense(4, name="d2")(lib.layers.Dense(4, name="d1")(h)))
+
+
+@pytest.mark.parametrize("writer,fname", [("keras", "m.keras"), ("keras", "m.weights.h5"), ("tf_keras", "m.keras")])
+def test_archives_load_into_both_libraries(tmp_path, writer, fname):
+    """`.keras` and `.weights.h5` (whose `<layer>/vars/<i>` names and positional optimizer list say neither the
+    algorithm nor which variables are trainable: the target optimizer and model do) into models built in code."""
+    import importlib
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(5, 4, 8, 8, 3)).astype(np.float32), rng.normal(size=(5, 4, 4)).astype(np.float32)
+    lib = importlib.import_module(writer)
+    source = _conv_bn(lib)
+    source.compile(optimizer=lib.optimizers.Adam(0.01), loss="mse")
+    path = tmp_path / fname
+    saved, after = _train_and_save(source, x, y, None, lambda m: (m.save_weights if fname.endswith(".weights.h5")
+                                                                   else m.save)(str(path)))
+    for target_name in ("keras", "tf_keras"):
+        target = importlib.import_module(target_name)
+        model = _conv_bn(target)
+        model.compile(optimizer=target.optimizers.Adam(0.01), loss="mse")
+        report = kom.load_into(model, path)
+        assert _exact(model, saved) == [] and report.iterations == STEPS and report.slots == 20
+        _continue(model, x, y)
+        median, total = _update_errors(model, saved, after)
+        assert median <= MEDIAN_REL and total <= TOTAL_REL, (target_name, median, total)
