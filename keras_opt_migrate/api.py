@@ -340,9 +340,15 @@ def load_into(model, path, *, optimizer=None, config=None):
                                    "without an optimizer" % type(model).__name__)
     _, restore, algorithm = _entry(target)
     payload = _read_model(path)
-    paths = (payload.extra or {}).get("paths")
-    src = matching.sources([(name, tensor) for name, tensor, _ in payload.weights],
-                           paths if paths and len(paths) == len(payload.weights) else None)
+    extra = payload.extra or {}
+    paths = extra.get("paths") or extra.get("object_paths")
+    file_weights = list(payload.weights)
+    if paths and len(paths) == len(file_weights) and extra.get("non_trainable"):
+        # weights the payload keeps apart from those its writers lay out (a Keras 3 TF checkpoint's)
+        file_weights += [(name, tensor, flag) for name, tensor, flag, _ in extra["non_trainable"]]
+        paths = list(paths) + [p for _, _, _, p in extra["non_trainable"]]
+    src = matching.sources([(name, tensor) for name, tensor, _ in file_weights],
+                           paths if paths and len(paths) == len(file_weights) else None)
     weights = list(model.weights)
     found = matching.match(src, matching.targets(weights, model), require_all_targets=True,
                            what=(path, "the model"))
@@ -350,10 +356,10 @@ def load_into(model, path, *, optimizer=None, config=None):
     for s, t in found.pairs:
         var = weights[t]
         dtype = var.dtype.as_numpy_dtype if hasattr(var.dtype, "as_numpy_dtype") else np.dtype(var.dtype)
-        value = np.asarray(materialize(payload.weights[s][1]))
+        value = np.asarray(materialize(file_weights[s][1]))
         if value.dtype.kind != np.dtype(dtype).kind:
             raise FormatError(path, "weight %s holds %s values, the model's %s is %s"
-                              % (payload.weights[s][0], value.dtype, matching.variable_name(var), np.dtype(dtype)))
+                              % (file_weights[s][0], value.dtype, matching.variable_name(var), np.dtype(dtype)))
         values.append((var, value.astype(dtype, copy=False)))
     hint = optimizer or (algorithm(target) if algorithm else None)
     if optimizer or config:
@@ -365,7 +371,7 @@ def load_into(model, path, *, optimizer=None, config=None):
     for var, value in values:  # the optimizer accepted its state: nothing can fail from here
         var.assign(value)
     return LoadReport(
-        path=path, weights=[(payload.weights[s][0], matching.variable_name(weights[t]), found.by.get(s, "name"))
+        path=path, weights=[(file_weights[s][0], matching.variable_name(weights[t]), found.by.get(s, "name"))
                             for s, t in found.pairs],
         optimizer=restored.optimizer, source_generation=source_generation, target_generation=restored.generation,
         iterations=restored.iterations, slots=sum(len(per) for per in restored.slots.values()),

@@ -66,7 +66,7 @@ def match(state, var_list, model=None):
         return pairs
     var_list = list(var_list)
     found = matching.match(matching.sources(state.variables), matching.targets(var_list, model),
-                           what=("the state", "the optimizer's variables"))
+                           what=("the state", "the optimizer"))
     state.source["mapping_to_target"] = found.method
     return [(var_list[t], state.variables[s].name) for s, t in found.pairs]
 

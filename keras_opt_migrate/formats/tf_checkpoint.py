@@ -200,11 +200,21 @@ def model_payload(bundle, graph, origin, source_format, rename=None, trainable=N
         ch = graph.children(found.node)
         if found.generation == "keras3":
             nodes = graph.list_items(ch["_trainable_variables"])
+            extra = {"checkpoint_root": "checkpoint", "keras3": True}
             for node_id in nodes:
                 key = graph.value_key(node_id)
                 weights.append((_full_name(graph, node_id) or key_path(key), bundle.tensor(key), True))
-            return ModelPayload(weights, source_format=source_format, source_path=origin,
-                                extra={"checkpoint_root": "checkpoint", "keras3": True})
+            if model_node is not None:
+                # tf.train.Checkpoint(model=...) also holds the non-trainable weights (BatchNormalization's
+                # statistics) under `model/`. The writers lay out the trainable ones only (as Keras 3 keeps
+                # them under the optimizer); `load_into` restores all: `non_trainable` and `object_paths`
+                under = graph.paths(model_node, skip={opt_node})
+                listed = set(nodes)
+                extra["object_paths"] = [under.get(n) or key_path(graph.value_key(n)) for n in nodes]
+                extra["non_trainable"] = [
+                    (_full_name(graph, n) or key_path(graph.value_key(n)), bundle.tensor(graph.value_key(n)), False,
+                     path) for n, path in under.items() if n not in listed and graph.value_key(n)]
+            return ModelPayload(weights, source_format=source_format, source_path=origin, extra=extra)
         slotted = {orig for orig, _, _ in graph.slot_variables(found.node)}
         if not slotted and found.generation == "experimental" and "_variables" in ch:
             # 2.11+: the slots are named after the variables they belong to (`Adam/m/bn/gamma`)
@@ -310,10 +320,18 @@ def _collect(graph, node, table, into):
 
 
 # -- model variables ------------------------------------------------------------------------------
+_LISTS_OF_VARIABLES = ("variables", "trainable_variables", "non_trainable_variables", "keras_api")
+
+
 def _namer(graph, paths, rename):
     def name_of(node_id):
         path = paths.get(node_id) or key_path(graph.value_key(node_id) or "node_%d" % node_id)
-        return rename(path) if rename else path
+        name = rename(path) if rename else path
+        if name.split("/", 1)[0] in _LISTS_OF_VARIABLES:
+            # a SavedModel's shortest path to a nested model's variable goes through the root's `variables`
+            # list (`variables/6`), which says nothing of the variable: its own name does
+            name = _full_name(graph, node_id) or name
+        return name
     return name_of
 
 

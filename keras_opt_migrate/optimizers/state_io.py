@@ -59,7 +59,7 @@ def match_variables(state, var_list):
     an order that fits are accepted; anything else unproven is refused."""
     var_list = list(var_list)
     found = matching.match(matching.sources(state.variables), matching.targets(var_list), confirmed=True,
-                           what=("the state", "the optimizer's variables"))
+                           what=("the state", "the optimizer"))
     how = "order" if found.method == "build order" else "name"
     return [(var_list[t], state.variables[s].name) for s, t in found.pairs], how
 
