@@ -313,6 +313,7 @@ def match(src, dst, *, confirmed=False, what=("the file", "the model"), require_
     a, b = what
     pairs, by = {}, {}
     free_t = set(range(len(dst)))
+    ambiguous = set()  # sources whose name fits several targets: names are no proof, and no order either
 
     def settle(found, how):
         for s, t in found.items():
@@ -337,6 +338,7 @@ def match(src, dst, *, confirmed=False, what=("the file", "the model"), require_
             else:
                 sets[s] = {t for t in free_t if any(_suffix_match(x, y) for x in want for y in dst[t].aliases)}
         settle(_unique(open_s, sets), "name")
+        ambiguous.update(s for s in open_s if s not in pairs and len(sets[s]) > 1)
     # 2. structure: object paths against the model's layers
     open_s = [s for s in range(len(src)) if s not in pairs and src[s].structure]
     if open_s:
@@ -344,7 +346,7 @@ def match(src, dst, *, confirmed=False, what=("the file", "the model"), require_
         settle(_unique(open_s, sets), "structure")
     # 3. build order: nothing matched by name or structure (or the caller vouches for the order)
     complete = len(pairs) == len(src) and (not require_all_targets or not free_t)
-    if (not pairs or confirmed and not complete) and src:
+    if (not pairs and not ambiguous or confirmed and not complete) and src:
         if len(src) != len(dst):
             if not pairs:
                 raise MappingError("the names of %s's %d variables (%s) and %s's %d (%s) do not match and the counts "
