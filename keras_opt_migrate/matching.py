@@ -20,7 +20,7 @@ be told apart (and the candidates of each), never a sample of those that did mat
 
 import dataclasses
 import re
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Tuple
 
 from .errors import MappingError
 

@@ -29,7 +29,7 @@ def _mobilenet(lib):
     return lib.applications.MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), weights=None, classes=10)
 
 
-def _train_and_save(model, x, y, paths, save):
+def _train_and_save(model, x, y, save):
     """Train STEPS steps, save with `save(model)`, continue; returns (weights saved, weights after)."""
     for i in range(STEPS):
         model.train_on_batch(x[i], y[i])
@@ -72,7 +72,7 @@ def mobilenet(tmp_path_factory):
     def save(m):
         m.save(str(root / "m.h5"))
         m.save_weights(str(root / "w.ckpt"))
-    saved, after = _train_and_save(model, x, y, root, save)
+    saved, after = _train_and_save(model, x, y, save)
     return {"root": root, "x": x, "y": y, "saved": saved, "after": after}
 
 
@@ -135,7 +135,7 @@ def twins(tmp_path_factory):
     model.set_weights([rng.normal(scale=0.5, size=w.shape).astype(np.float32) for w in model.weights])
     model.compile(optimizer=tf_keras.optimizers.legacy.Adam(0.01), loss="mse")
     path = tmp_path_factory.mktemp("twins") / "w.ckpt"
-    saved, after = _train_and_save(model, x, y, None, lambda m: m.save_weights(str(path)))
+    saved, after = _train_and_save(model, x, y, lambda m: m.save_weights(str(path)))
     return {"path": path, "x": x, "y": y, "saved": saved, "after": after}
 
 
@@ -191,7 +191,7 @@ def test_keras3_sequential_paths_pair_with_keras2_names(tmp_path):
         return lib.Sequential([lib.Input((4,)), lib.layers.Dense(3, name="dense"), lib.layers.Dense(3, name="top")])
     source = build(tf_keras)
     source.compile(optimizer=tf_keras.optimizers.legacy.Adam(0.01), loss="mse")
-    saved, after = _train_and_save(source, x, y, None, lambda m: m.save(str(tmp_path / "m.h5")))
+    saved, after = _train_and_save(source, x, y, lambda m: m.save(str(tmp_path / "m.h5")))
     model = build(keras)
     assert model.weights[0].path == "sequential/dense/kernel"
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
@@ -240,7 +240,7 @@ def test_new_optimizer_checkpoint_of_a_batchnorm_model(tmp_path):
     source = _bn(tf_keras)
     source.compile(optimizer=tf_keras.optimizers.Adam(0.01), loss="mse")
     path = tmp_path / "w.ckpt"
-    saved, after = _train_and_save(source, x, y, None, lambda m: m.save_weights(str(path)))
+    saved, after = _train_and_save(source, x, y, lambda m: m.save_weights(str(path)))
     state = kom.load_state(path, optimizer="adam")  # 2.11+ Adam and AdamW keep the same slots
     assert state.generation == "experimental" and state.iterations == STEPS
     assert len(state.variables) == 6 and not any("moving" in v for v in state.variable_names)
@@ -296,7 +296,7 @@ def test_archives_load_into_both_libraries(tmp_path, writer, fname):
     source = _conv_bn(lib)
     source.compile(optimizer=lib.optimizers.Adam(0.01), loss="mse")
     path = tmp_path / fname
-    saved, after = _train_and_save(source, x, y, None, lambda m: (m.save_weights if fname.endswith(".weights.h5")
+    saved, after = _train_and_save(source, x, y, lambda m: (m.save_weights if fname.endswith(".weights.h5")
                                                                    else m.save)(str(path)))
     for target_name in ("keras", "tf_keras"):
         target = importlib.import_module(target_name)
@@ -327,7 +327,7 @@ def test_savedmodel_with_a_nested_model_and_batchnorm_loads_into_keras3(tmp_path
     source = _nested_bn(tf_keras)
     cls = tf_keras.optimizers.legacy.Adam if adam == "legacy" else tf_keras.optimizers.Adam
     source.compile(optimizer=cls(0.01), loss="mse")
-    saved, after = _train_and_save(source, x, y, None, lambda m: m.save(str(tmp_path / "sm"), save_format="tf"))
+    saved, after = _train_and_save(source, x, y, lambda m: m.save(str(tmp_path / "sm"), save_format="tf"))
     model = _nested_bn(keras)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
     report = kom.load_into(model, tmp_path / "sm")
@@ -347,7 +347,7 @@ def test_keras3_tf_checkpoint_keeps_batchnorm_statistics(tmp_path):
     x, y = rng.normal(size=(5, 8, 4)).astype(np.float32), rng.normal(size=(5, 8, 1)).astype(np.float32)
     source = _nested_bn(keras)
     source.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
-    saved, after = _train_and_save(source, x, y, None, lambda m: tf.train.Checkpoint(
+    saved, after = _train_and_save(source, x, y, lambda m: tf.train.Checkpoint(
         model=m, optimizer=m.optimizer).write(str(tmp_path / "ck")))
     model = _nested_bn(keras)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
