@@ -146,10 +146,21 @@ def _layers_of(model):
 
 
 def _operations_of(model):
-    """Keras 3's `_operations` (InputLayer included) of a Functional model or a Sequential's `_functional`."""
+    """Keras 3's `_operations` (InputLayer included) of a Functional model or a Sequential's `_functional`.
+
+    A tf_keras model has none; its `layers` are the same list (a Functional model lists its
+    InputLayers; a Sequential does not, so its implicit input takes index 0 as in Keras 3).
+    """
     inner = getattr(model, "_functional", None)
     ops = getattr(inner if inner is not None else model, "_operations", None)
-    return list(ops) if isinstance(ops, (list, tuple)) else None
+    if isinstance(ops, (list, tuple)):
+        return list(ops)
+    if not hasattr(model, "get_layer"):
+        return None
+    layers = _layers_of(model)
+    if any(type(layer).__name__ == "InputLayer" for layer in layers):
+        return layers
+    return [None] + layers
 
 
 _SKIPPED_ATTRIBUTES = ("_inbound_nodes", "_outbound_nodes", "_tracker", "_layers", "_parent_path")

@@ -567,6 +567,7 @@ def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of
     if subset_note:
         state.source["trainable"] = subset_note
     _confirm_by_lists(state, spec, gen, graph, lists, origin)
+    _order_proven_by_graph(state, gen, graph, var_nodes, opt_items)
     state.config = config
     if "_accumulated_gradients" in lists:
         _accumulation_iterations(state, config)
@@ -687,6 +688,31 @@ def _accumulation_iterations(state, config):
             "the optimizer accumulates gradients over a number of steps the checkpoint does not record; "
             "iterations (applied updates) = the stored batch counter %d // steps: pass "
             "config={'gradient_accumulation_steps': N}" % counter)
+
+
+def _order_proven_by_graph(state, gen, graph, var_nodes, opt_items):
+    """Where the object graph itself proves the build order, drop attach_positional's shape warning.
+
+    Keras 3 lists the variables its optimizer was built over (`_trainable_variables`, in build
+    order); tf_keras 2.11+ names every slot after its variable (`Adam/m/hidden/kernel`).
+    """
+    mapping = state.source.get("mapping") or {}
+    if mapping.get("proven_by_shapes", True):
+        return
+    if gen == "keras3":
+        how = "the optimizer's _trainable_variables list"
+    else:
+        keys = state.source.get("keys", {})
+        full = {graph.value_key(n): _full_name(graph, n) or "" for n in opt_items}
+        names = [_full_name(graph, n) for n in var_nodes]
+        for var, name in zip(state.variables, names):
+            slot_keys = [k for k in (keys.get("slots/%s/%s" % (var.name, slot)) for slot in state.slots.get(var.name, {}))
+                         if k]
+            if not name or not slot_keys or not all(full.get(k, "").endswith("/" + name) for k in slot_keys):
+                return
+        how = "the slots' names (each names its variable)"
+    mapping["proven_by"] = how
+    state.warnings = [w for w in state.warnings if "build order; some model variables share a shape" not in w]
 
 
 def _confirm_by_lists(state, spec, gen, graph, lists, origin):
