@@ -357,3 +357,102 @@ def upgrade(src, dst, **options):
                                "name the output without .keras (e.g. %s.ckpt), then build the model in Keras 3 and "
                                "restore it with tf.train.Checkpoint(model=model, optimizer=optimizer).restore(...)"
                           % (e.problem, stem)) from e
+
+
+# -- a model built in code ------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class LoadReport:
+    """What `load_into` restored: each model weight's source, and the optimizer state."""
+
+    path: str
+    weights: list  # [(name in the file, model weight name, "name" / "structure" / "order")]
+    optimizer: str = None  # the algorithm restored
+    source_generation: str = None
+    target_generation: str = None
+    iterations: int = None
+    slots: int = 0
+    conversion: dict = None  # migrate's report when the state changed generation
+    warnings: list = dataclasses.field(default_factory=list)
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+    def format_text(self):
+        how = {}
+        for _, _, by in self.weights:
+            how[by] = how.get(by, 0) + 1
+        lines = ["%s: %d model weights restored (%s); %s optimizer state (%s -> %s), %d slots, iterations %s"
+                 % (self.path, len(self.weights), ", ".join("%d by %s" % (n, k) for k, n in sorted(how.items())),
+                    self.optimizer, self.source_generation, self.target_generation, self.slots, self.iterations)]
+        lines += ["  warning: %s" % w for w in self.warnings]
+        return "\n".join(lines)
+
+
+def load_into(model, path, *, optimizer=None, config=None):
+    """Restore model weights (trainable and not) AND optimizer state from `path` into `model`.
+
+    `model` is a tf_keras or Keras 3 model built in code and compiled (its optimizer may be
+    unbuilt: it is built over the model's trainable variables). `path` is any supported file
+    with model weights and optimizer state (`.h5`, `.keras`, `.weights.h5`, TF checkpoint,
+    SavedModel). The file's weights are paired with the model's by `matching.match` (names
+    across generations, else the model's structure for checkpoint object paths); the state is
+    converted to the optimizer's generation and restored with the model proving the mapping.
+    optimizer / config: hints for files that cannot tell them (see `load_state`); by default
+    the algorithm comes from the model's optimizer. Everything is checked before anything is
+    assigned. Returns a `LoadReport`.
+    """
+    from . import matching
+    from .restore import _entry, load_for
+    path = os.fspath(path)
+    target = getattr(model, "optimizer", None)
+    if target is None or not hasattr(model, "weights"):
+        raise KerasOptMigrateError("load_into needs a compiled model (model.compile(optimizer=...)); received %s "
+                                   "without an optimizer" % type(model).__name__)
+    _, restore, algorithm = _entry(target)
+    payload = _read_model(path)
+    extra = payload.extra or {}
+    paths = extra.get("paths") or extra.get("object_paths")
+    file_weights = list(payload.weights)
+    if paths and len(paths) == len(file_weights) and extra.get("non_trainable"):
+        # weights the payload keeps apart from those its writers lay out (a Keras 3 TF checkpoint's)
+        file_weights += [(name, tensor, flag) for name, tensor, flag, _ in extra["non_trainable"]]
+        paths = list(paths) + [p for _, _, _, p in extra["non_trainable"]]
+    src = matching.sources([(name, tensor) for name, tensor, _ in file_weights],
+                           paths if paths and len(paths) == len(file_weights) else None)
+    weights = list(model.weights)
+    found = matching.match(src, matching.targets(weights, model), require_all_targets=True,
+                           what=(path, "the model"))
+    values = []
+    for s, t in found.pairs:
+        var = weights[t]
+        dtype = var.dtype.as_numpy_dtype if hasattr(var.dtype, "as_numpy_dtype") else np.dtype(var.dtype)
+        value = np.asarray(materialize(file_weights[s][1]))
+        if value.dtype.kind != np.dtype(dtype).kind:
+            raise FormatError(path, "weight %s holds %s values, the model's %s is %s"
+                              % (file_weights[s][0], value.dtype, matching.variable_name(var), np.dtype(dtype)))
+        values.append((var, value.astype(dtype, copy=False)))
+    hint = optimizer or (algorithm(target) if algorithm else None)
+    if optimizer or config:
+        state = load_state(path, optimizer=optimizer, config=config)
+    else:
+        state = load_for(path, hint, list(model.trainable_variables))
+    source_generation = state.generation
+    restored = restore_state_into(restore, target, state, model)
+    for var, value in values:  # the optimizer accepted its state: nothing can fail from here
+        var.assign(value)
+    return LoadReport(
+        path=path, weights=[(file_weights[s][0], matching.variable_name(weights[t]), found.by.get(s, "name"))
+                            for s, t in found.pairs],
+        optimizer=restored.optimizer, source_generation=source_generation, target_generation=restored.generation,
+        iterations=restored.iterations, slots=sum(len(per) for per in restored.slots.values()),
+        conversion=restored.source.get("conversion"), warnings=list(restored.warnings))
+
+
+def restore_state_into(restore, optimizer, state, model):
+    """Run a restorer over `model`'s trainable variables; returns the state it restored (converted)."""
+    from .restore_keras import is_real_keras_optimizer, restore as restore_real
+    if is_real_keras_optimizer(optimizer):
+        return restore_real(optimizer, state, None, model)
+    restore(optimizer, state, list(model.trainable_variables), model)
+    return state

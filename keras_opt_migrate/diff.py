@@ -1,7 +1,7 @@
 """`diff`: compare two optimizer states (any formats, any generations), tensor by tensor.
 
-Variables are paired by name when both sides use the same names, else by build order
-(with shapes checked). Slots are compared under their canonical names, so a legacy
+Variables are paired by `matching.match` (names normalised across generations, else build
+order where shapes prove it). Slots are compared under their canonical names, so a legacy
 checkpoint and its Keras 3 conversion compare equal. Tensors are loaded one pair at a time.
 """
 
@@ -10,7 +10,7 @@ from typing import List
 
 import numpy as np
 
-from .errors import MappingError
+from . import matching
 from .schema import OptimizerState, materialize
 
 
@@ -55,17 +55,12 @@ class DiffReport:
 
 
 def _pair_variables(a, b):
-    names_a, names_b = a.variable_names, b.variable_names
-    if set(names_a) == set(names_b):
-        return "name", [(n, n) for n in names_a]
-    if len(names_a) != len(names_b):
-        raise MappingError("cannot pair variables: A has %d (%s...), B has %d (%s...) and the names differ"
-                           % (len(names_a), ", ".join(names_a[:3]), len(names_b), ", ".join(names_b[:3])))
-    for va, vb in zip(a.variables, b.variables):
-        if tuple(va.shape) != tuple(vb.shape):
-            raise MappingError("cannot pair variables by order: %s %s vs %s %s; names differ too"
-                               % (va.name, va.shape, vb.name, vb.shape))
-    return "build order (names differ, shapes agree)", list(zip(names_a, names_b))
+    """(how, [(name in A, name in B)]) by `matching.match`; every variable on each side must pair."""
+    found = matching.match(matching.sources(a.variables), matching.sources(b.variables), require_all_targets=True,
+                           what=("A", "B"))
+    how = "name" if found.method == "name" else found.method + (" (names differ, shapes agree)"
+                                                                 if found.method == "build order" else "")
+    return how, [(a.variables[s].name, b.variables[t].name) for s, t in found.pairs]
 
 
 CHUNK = 1 << 20  # elements compared at a time, so temporaries stay small whatever the tensor size

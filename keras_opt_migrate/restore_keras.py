@@ -6,9 +6,10 @@ tf_keras nor keras is imported here. The state is first converted to the optimiz
   legacy:   `optimizer.get_slot(var, "<slot>")` after `_create_all_weights(var_list)`;
   2.11+:    the per-slot list (`_momentums`, ...) at `_index_dict[_var_key(var)]` after `build`;
   Keras 3:  the per-slot list at `_get_variable_index(var)` after `build`.
-Model variables are matched to the state's by name when the names match, else by build order
-where the shapes agree; when names differ and two variables share a shape, the order cannot be
-proven and the mapping is refused unless `var_list` is a dict {state variable name: variable}.
+Model variables are paired with the state's by `matching.match`: names normalised across
+generations, the model's structure when `model=` is given, build order only where shapes prove
+it; anything unproven is refused, naming the variables it could not tell apart, unless
+`var_list` is a dict {state variable name: variable}.
 Everything is checked before anything is assigned. An optimizer that is not built yet keeps the
 state and receives it when it builds (its first `apply_gradients`, or Keras 3 `fit`'s build), so
 `model.compile(...); restore_into(model.optimizer, path); model.fit(...)` resumes.
@@ -16,6 +17,7 @@ state and receives it when it builds (its first `apply_gradients`, or Keras 3 `f
 
 import numpy as np
 
+from . import matching
 from .errors import KerasOptMigrateError, MappingError
 from .optimizers.registry import get_spec, spec_for_class
 from .schema import materialize
@@ -49,42 +51,24 @@ def _spec(optimizer, kind):
     return spec
 
 
-def _name(var):
-    name = getattr(var, "path", None) or var.name
-    return name[:-2] if name.endswith(":0") else name
-
-
-def match(state, var_list):
-    """[(model variable, state variable name)], or MappingError when it cannot be proven."""
+def match(state, var_list, model=None):
+    """[(model variable, state variable name)], or MappingError when it cannot be proven (`matching`)."""
     if isinstance(var_list, dict):
         missing = [n for n in var_list if n not in {v.name for v in state.variables}]
         if missing:
             raise MappingError("mapping names %s, which the state does not have (it has %s)"
                                % (missing[:3], state.variable_names[:6]))
         pairs = [(var, name) for name, var in var_list.items()]
-    else:
-        var_list = list(var_list)
-        names = [_name(v) for v in var_list]
-        by_name = {v.name: v for v in state.variables}
-        if set(names) >= set(by_name) and len(set(names)) == len(names):
-            pairs = [(var, n) for var, n in zip(var_list, names) if n in by_name]
-        else:
-            if len(var_list) != len(state.variables):
-                raise MappingError("the state has %d variables (%s), the optimizer %d (%s); names differ too: pass "
-                                   "var_list={state name: variable}" % (len(state.variables),
-                                                                       ", ".join(state.variable_names[:4]),
-                                                                       len(var_list), ", ".join(names[:4])))
-            shapes = [tuple(v.shape) for v in state.variables]
-            if len(set(shapes)) != len(shapes):
-                raise MappingError("names differ (%s vs %s) and variables share shapes, so the build order cannot "
-                                   "be proven; pass var_list={state variable name: model variable}"
-                                   % (", ".join(state.variable_names[:3]), ", ".join(names[:3])))
-            pairs = list(zip(var_list, state.variable_names))
-    bad = ["%s %s vs %s %s" % (n, tuple(state.variable(n).shape), _name(v), tuple(v.shape))
-           for v, n in pairs if tuple(state.variable(n).shape) != tuple(v.shape)]
-    if bad:
-        raise MappingError("%d variables do not fit their state: %s" % (len(bad), "; ".join(bad[:4])))
-    return pairs
+        bad = ["%s %s vs %s %s" % (n, tuple(state.variable(n).shape), matching.variable_name(v), tuple(v.shape))
+               for v, n in pairs if tuple(state.variable(n).shape) != tuple(v.shape)]
+        if bad:
+            raise MappingError("%d variables do not fit their state: %s" % (len(bad), "; ".join(bad[:4])))
+        return pairs
+    var_list = list(var_list)
+    found = matching.match(matching.sources(state.variables), matching.targets(var_list, model),
+                           what=("the state", "the optimizer"))
+    state.source["mapping_to_target"] = found.method
+    return [(var_list[t], state.variables[s].name) for s, t in found.pairs]
 
 
 def _slot_variable(optimizer, kind, spec, var, canonical):
@@ -118,12 +102,12 @@ def _extra_variable(optimizer, kind, spec, canonical):
     return None
 
 
-def apply(optimizer, state, var_list):
+def apply(optimizer, state, var_list, model=None):
     """Assign `state` (already in the optimizer's generation) to its built variables; all checks first."""
     import tensorflow as tf
     kind = optimizer_kind(optimizer)
     spec = _spec(optimizer, kind)
-    pairs = match(state, var_list)
+    pairs = match(state, var_list, model)
     assignments, problems = [], []
     for var, name in pairs:
         for canonical, value in state.slots.get(name, {}).items():
@@ -159,7 +143,7 @@ def _built(optimizer, kind):
     return bool(getattr(optimizer, "built", False) or getattr(optimizer, "_built", False))
 
 
-def _defer(optimizer, kind, state, var_list):
+def _defer(optimizer, kind, state, var_list, model=None):
     """Keep `state` on the optimizer and apply it right after it creates its variables."""
     method = "_create_all_weights" if kind == "v2" else "build"
     original = getattr(optimizer, method)
@@ -169,18 +153,29 @@ def _defer(optimizer, kind, state, var_list):
         pending = optimizer.__dict__.pop("_kom_pending_state", None)
         if pending is not None:
             setattr(optimizer, method, original)  # restore the class method first: nothing runs twice
-            apply(optimizer, pending, var_list if var_list is not None else list(variables))
+            apply(optimizer, pending, var_list if var_list is not None else list(variables), model)
         return result
 
     optimizer.__dict__["_kom_pending_state"] = state
     object.__setattr__(optimizer, method, build_then_restore)
 
 
-def restore(optimizer, state, var_list=None):
-    """Restore `state` into a real tf_keras / Keras 3 optimizer (see the module docstring)."""
+def algorithm(optimizer):
+    """The registered algorithm name of a real tf_keras / Keras 3 optimizer (the `load_state` hint)."""
+    return _spec(optimizer, optimizer_kind(optimizer)).name
+
+
+def restore(optimizer, state, var_list=None, model=None):
+    """Restore `state` into a real tf_keras / Keras 3 optimizer (see the module docstring).
+
+    model: the model the optimizer trains; its structure proves the pairing where names do not
+    (and, without var_list, its trainable variables are the ones the optimizer is built over).
+    """
     from .migrate import migrate, unstored_hyperparameters
     kind = optimizer_kind(optimizer)
     spec = _spec(optimizer, kind)
+    if var_list is None and model is not None:
+        var_list = list(model.trainable_variables)
     if state.generation != kind or state.optimizer != spec.name:
         # what the file does not store (epsilon, a schedule, ...), the optimizer restored into knows
         known = unstored_hyperparameters(state, spec.name, kind, _own_config(optimizer))
@@ -188,15 +183,17 @@ def restore(optimizer, state, var_list=None):
                                 config=known or None)
         state.source["conversion"] = report.to_json()
     if _built(optimizer, kind):
-        apply(optimizer, state, var_list if var_list is not None else _built_variables(optimizer, kind))
-    elif var_list is not None and not isinstance(var_list, dict):
+        apply(optimizer, state, var_list if var_list is not None else _built_variables(optimizer, kind), model)
+    elif var_list is not None:
+        match(state, var_list, model)  # refuse before the optimizer creates its variables
+        variables = list(var_list.values()) if isinstance(var_list, dict) else list(var_list)
         if kind == "v2":
-            optimizer._create_all_weights(list(var_list))
+            optimizer._create_all_weights(variables)
         else:
-            optimizer.build(list(var_list))
-        apply(optimizer, state, var_list)
+            optimizer.build(variables)
+        apply(optimizer, state, var_list, model)
     else:
-        _defer(optimizer, kind, state, var_list)
+        _defer(optimizer, kind, state, var_list, model)
     return state
 
 

@@ -12,6 +12,7 @@ Two ways, used by every adapter:
 
 import numpy as np
 
+from .. import matching
 from ..errors import MappingError
 from ..optimizers.spec import positional_layout
 from ..schema import VariableSpec, materialize
@@ -32,10 +33,7 @@ def canonical_config(config):
     return config
 
 
-def strip_device_suffix(name):
-    """`hidden/kernel:0` -> `hidden/kernel`."""
-    head, sep, tail = name.rpartition(":")
-    return head if sep and tail.isdigit() else name
+strip_device_suffix = matching.strip_suffix  # `hidden/kernel:0` -> `hidden/kernel`
 
 
 def shapes_prove_order(variables):
@@ -54,10 +52,15 @@ def attach_positional(state, spec, generation, tensors, origin, prefix=True, wha
     layout = positional_layout(spec, generation, state.config, [v.shape for v in variables],
                                [v.dtype for v in variables], prefix=prefix)
     if len(layout) != len(tensors):
+        fewer = [k for k in range(1, len(variables))
+                 if len(positional_layout(spec, generation, state.config, [v.shape for v in variables[:k]],
+                                          [v.dtype for v in variables[:k]], prefix=prefix)) == len(tensors)]
+        subset = (" (the count fits %d of the %d variables: the optimizer was built over a subset, e.g. the "
+                  "trainable ones, and nothing in the file proves which)" % (fewer[0], len(variables))) if fewer else ""
         raise MappingError(
-            "%s: %s %s over %d model variables should have %d %s, the file has %d; "
+            "%s: %s %s over %d model variables should have %d %s, the file has %d%s; "
             "pass the model's trainable variables (variables=..., CLI --variables) or the optimizer's config"
-            % (origin, generation, spec.name, len(variables), len(layout), what, len(tensors)))
+            % (origin, generation, spec.name, len(variables), len(layout), what, len(tensors), subset))
     problems = []
     for i, (entry, (key, tensor)) in enumerate(zip(layout, tensors)):
         shape = tuple(tensor.shape)

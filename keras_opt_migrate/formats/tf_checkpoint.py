@@ -24,6 +24,7 @@ import re
 
 import numpy as np
 
+from .. import matching
 from ..errors import FormatError, MappingError, UnsupportedFormatError
 from ..optimizers.registry import SPECS, get_spec
 from ..optimizers.spec import GENERIC_TRACKED, LAYOUT_FLAGS, flag_configs, positional_layout, slot_sets
@@ -207,12 +208,28 @@ def model_payload(bundle, graph, origin, source_format, rename=None, trainable=N
         ch = graph.children(found.node)
         if found.generation == "keras3":
             nodes = graph.list_items(ch["_trainable_variables"])
+            extra = {"checkpoint_root": "checkpoint", "keras3": True}
             for node_id in nodes:
                 key = graph.value_key(node_id)
                 weights.append((_full_name(graph, node_id) or key_path(key), bundle.tensor(key), True))
-            return ModelPayload(weights, source_format=source_format, source_path=origin,
-                                extra={"checkpoint_root": "checkpoint", "keras3": True})
+            if model_node is not None:
+                # tf.train.Checkpoint(model=...) also holds the non-trainable weights (BatchNormalization's
+                # statistics) under `model/`. The writers lay out the trainable ones only (as Keras 3 keeps
+                # them under the optimizer); `load_into` restores all: `non_trainable` and `object_paths`
+                under = graph.paths(model_node, skip={opt_node})
+                listed = set(nodes)
+                extra["object_paths"] = [under.get(n) or key_path(graph.value_key(n)) for n in nodes]
+                extra["non_trainable"] = [
+                    (_full_name(graph, n) or key_path(graph.value_key(n)), bundle.tensor(graph.value_key(n)), False,
+                     path) for n, path in under.items() if n not in listed and graph.value_key(n)]
+            return ModelPayload(weights, source_format=source_format, source_path=origin, extra=extra)
         slotted = {orig for orig, _, _ in graph.slot_variables(found.node)}
+        if not slotted and found.generation == "experimental" and "_variables" in ch:
+            # 2.11+: the slots are named after the variables they belong to (`Adam/m/bn/gamma`)
+            everything = _model_variables(graph, model_root, opt_node)
+            slotted = set(_trainable_by_slot_names(graph, everything, graph.list_items(ch["_variables"])))
+            if slotted and len(slotted) == len(everything):
+                slotted = set()
         trainable_ids = slotted or None
     if trainable is not None:
         trainable_ids = set(trainable)
@@ -311,10 +328,18 @@ def _collect(graph, node, table, into):
 
 
 # -- model variables ------------------------------------------------------------------------------
+_LISTS_OF_VARIABLES = ("variables", "trainable_variables", "non_trainable_variables", "keras_api")
+
+
 def _namer(graph, paths, rename):
     def name_of(node_id):
         path = paths.get(node_id) or key_path(graph.value_key(node_id) or "node_%d" % node_id)
-        return rename(path) if rename else path
+        name = rename(path) if rename else path
+        if name.split("/", 1)[0] in _LISTS_OF_VARIABLES:
+            # a SavedModel's shortest path to a nested model's variable goes through the root's `variables`
+            # list (`variables/6`), which says nothing of the variable: its own name does
+            name = _full_name(graph, node_id) or name
+        return name
     return name_of
 
 
@@ -563,9 +588,8 @@ def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of
         var_nodes = graph.list_items(children["_trainable_variables"])
     else:
         var_nodes = _model_variables(graph, model_root, opt_node, trainable)
-    variables = _specs_for(bundle, graph, var_nodes, name_of, var_hint, origin)
-    tensors = []
-    for i, nid in enumerate(graph.list_items(children["_variables"])):
+    tensors, opt_items = [], graph.list_items(children["_variables"])
+    for i, nid in enumerate(opt_items):
         key = graph.value_key(nid)
         if key is None or key not in bundle:
             raise FormatError(origin, "optimizer variable %d has no value in the checkpoint" % i)
@@ -573,6 +597,11 @@ def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of
 
     base = _base_layout_config(config, lists, children)
     fits = candidate_specs(gen, present, nonempty, children, tracked=True)
+    subset_note = None
+    if gen == "experimental" and trainable is None and (var_hint is None or len(var_hint) != len(var_nodes)):
+        var_nodes, subset_note = _trainable_subset(bundle, graph, var_nodes, opt_items, name_of, tensors, fits, base,
+                                                   present, nonempty, gen, origin)
+    variables = _specs_for(bundle, graph, var_nodes, name_of, var_hint, origin)
     layouts = {spec.name: _fitting_layouts(spec, gen, base, present, nonempty, variables, tensors)
                for spec in fits}
     fitting = [spec for spec in fits if layouts[spec.name]] or fits
@@ -585,10 +614,13 @@ def _read_positional(bundle, graph, origin, found, model_root, opt_node, name_of
     state = OptimizerState(optimizer=spec.name, generation=gen, config=options[0], variables=variables,
                            candidates=candidates)
     attach_positional(state, spec, gen, tensors, origin)
+    if subset_note:
+        state.source["trainable"] = subset_note
     _confirm_by_lists(state, spec, gen, graph, lists, origin)
     if candidates:
         _check_candidates_agree(state, [s for s in fitting if s.name in candidates], gen, layouts, tensors, origin,
                                 nonempty)
+    _order_proven_by_graph(state, gen, graph, var_nodes, opt_items)
     state.config = config
     if "_accumulated_gradients" in lists:
         _accumulation_iterations(state, config)
@@ -631,6 +663,58 @@ def _check_candidates_agree(state, specs, gen, layouts, tensors, origin, observe
             raise _cannot_tell(specs, gen, observed, origin, "slot lists",
                                "their build orders attach the tensors differently (%s vs %s)"
                                % (specs[0].name, spec.name))
+
+
+def _trainable_by_slot_names(graph, var_nodes, opt_items):
+    """The model variables the 2.11+ optimizer's slots are named after (`Adam/m/bn/gamma` is bn/gamma's)."""
+    slot_names = [_full_name(graph, nid) or "" for nid in opt_items]
+    out = []
+    for node_id in var_nodes:
+        name = _full_name(graph, node_id)
+        if name and any(s.endswith("/" + name) for s in slot_names):
+            out.append(node_id)
+    return out
+
+
+def _trainable_subset(bundle, graph, var_nodes, opt_items, name_of, tensors, fits, base, present, nonempty, gen,
+                      origin):
+    """(the model variables the 2.11+ optimizer was built over, how that is known).
+
+    The 2.11+ optimizer keeps state for the trainable variables only; a `save_weights` checkpoint
+    lists every model variable (BatchNormalization's moving statistics too). When all of them do
+    not fit the file's `_variables` count, the subset is proven by the slots' own names (tf_keras
+    names each slot `<optimizer>/<slot>/<variable name>`), else by the attributes built-in layers
+    keep non-trainable (`matching.KNOWN_NON_TRAINABLE`); the subset must then fit count and shapes.
+    """
+    def fits_any(nodes):
+        variables = _specs_for(bundle, graph, nodes, name_of, None, origin)
+        return any(_fitting_layouts(spec, gen, base, present, nonempty, variables, tensors) for spec in fits)
+
+    if not fits or fits_any(var_nodes):
+        return var_nodes, None
+    by_names = _trainable_by_slot_names(graph, var_nodes, opt_items)
+    if by_names and len(by_names) < len(var_nodes) and fits_any(by_names):
+        return by_names, "the %d variables the optimizer's slots are named after (of %d model variables)" % (
+            len(by_names), len(var_nodes))
+    paths = [name_of(n) for n in var_nodes]
+    frozen = set(matching.non_trainable_by_attribute(paths))
+    by_attributes = [n for i, n in enumerate(var_nodes) if i not in frozen]
+    if frozen and fits_any(by_attributes):
+        return by_attributes, ("%d of %d model variables: %s are non-trainable weights of built-in layers"
+                               % (len(by_attributes), len(var_nodes), ", ".join(paths[i] for i in sorted(frozen)[:4])))
+    spec = fits[0]
+    shapes = [bundle.shapes[graph.value_key(n)] for n in var_nodes]
+    counts = [k for k in range(len(var_nodes) + 1)
+              if len(positional_layout(spec, gen, base, shapes[:k], ["float32"] * k)) == len(tensors)]
+    if counts:
+        raise MappingError(
+            "%s: %s %s over %d model variables should have %d optimizer variables, the file has %d: the optimizer "
+            "was built over %d of them (the trainable ones), but neither the slots' names nor the layers' "
+            "attributes prove which %d; pass variables=... (CLI --variables) with the model's trainable variables"
+            % (origin, gen, spec.name, len(var_nodes), len(positional_layout(spec, gen, base, shapes,
+                                                                                ["float32"] * len(shapes))),
+               len(tensors), counts[0], counts[0]))
+    return var_nodes, None
 
 
 def _is_tracked_list(name, generation):
@@ -681,6 +765,31 @@ def _accumulation_iterations(state, config):
             "the optimizer accumulates gradients over a number of steps the checkpoint does not record; "
             "iterations (applied updates) = the stored batch counter %d // steps: pass "
             "config={'gradient_accumulation_steps': N}" % counter)
+
+
+def _order_proven_by_graph(state, gen, graph, var_nodes, opt_items):
+    """Where the object graph itself proves the build order, drop attach_positional's shape warning.
+
+    Keras 3 lists the variables its optimizer was built over (`_trainable_variables`, in build
+    order); tf_keras 2.11+ names every slot after its variable (`Adam/m/hidden/kernel`).
+    """
+    mapping = state.source.get("mapping") or {}
+    if mapping.get("proven_by_shapes", True):
+        return
+    if gen == "keras3":
+        how = "the optimizer's _trainable_variables list"
+    else:
+        keys = state.source.get("keys", {})
+        full = {graph.value_key(n): _full_name(graph, n) or "" for n in opt_items}
+        names = [_full_name(graph, n) for n in var_nodes]
+        for var, name in zip(state.variables, names):
+            slot_keys = [k for k in (keys.get("slots/%s/%s" % (var.name, slot)) for slot in state.slots.get(var.name, {}))
+                         if k]
+            if not name or not slot_keys or not all(full.get(k, "").endswith("/" + name) for k in slot_keys):
+                return
+        how = "the slots' names (each names its variable)"
+    mapping["proven_by"] = how
+    state.warnings = [w for w in state.warnings if "build order; some model variables share a shape" not in w]
 
 
 def _confirm_by_lists(state, spec, gen, graph, lists, origin):

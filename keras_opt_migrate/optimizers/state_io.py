@@ -7,6 +7,7 @@ is generation-independent.
 
 import numpy as np
 
+from .. import matching
 from ..errors import MappingError
 from ..schema import OptimizerState, VariableSpec, materialize
 
@@ -14,10 +15,7 @@ from ..schema import OptimizerState, VariableSpec, materialize
 COMPATIBLE = {frozenset({"adam", "lazyadam"})}
 
 
-def variable_name(var):
-    """A model variable's name without the `:0` suffix (Keras 3 variables: their path)."""
-    name = getattr(var, "path", None) or getattr(var, "_shared_name", None) or var.name
-    return str(name).split(":")[0]
+variable_name = matching.variable_name
 
 
 def _plain(value):
@@ -56,28 +54,14 @@ def check_algorithm(optimizer, state):
 
 
 def match_variables(state, var_list):
-    """[(model variable, state variable name)]: by name when every name matches, else by
-    build order when the shapes agree position by position; anything else is refused."""
-    state_names = [v.name for v in state.variables]
+    """[(model variable, state variable name)], how: paired by `matching.match`; `var_list` is taken
+    to be in the state's build order (it is what the optimizer is built over), so equal shapes in
+    an order that fits are accepted; anything else unproven is refused."""
     var_list = list(var_list)
-    ours = [variable_name(v) for v in var_list]
-    if len(set(ours)) == len(ours) and set(ours) >= set(n for n in state_names if n in state.slots):
-        by_name = {v.name: v for v in state.variables}
-        pairs = [(var, name) for var, name in zip(var_list, ours) if name in by_name]
-        bad = [name for var, name in pairs if tuple(by_name[name].shape) != tuple(var.shape)]
-        if not bad and pairs:
-            return pairs, "name"
-    if len(state.variables) != len(var_list):
-        raise MappingError(
-            "cannot attach state for %d variables (%s) to %d model variables (%s): names do not match and the "
-            "counts differ; pass var_list in the model's build order" % (
-                len(state.variables), ", ".join(state_names[:6]), len(var_list), ", ".join(ours[:6])))
-    mismatched = ["#%d %s %s != %s %s" % (i, s.name, tuple(s.shape), ours[i], tuple(v.shape))
-                  for i, (s, v) in enumerate(zip(state.variables, var_list)) if tuple(s.shape) != tuple(v.shape)]
-    if mismatched:
-        raise MappingError("%d of %d variables cannot be attached by build order (shapes differ): %s"
-                           % (len(mismatched), len(var_list), "; ".join(mismatched[:5])))
-    return [(var, s.name) for var, s in zip(var_list, state.variables)], "order"
+    found = matching.match(matching.sources(state.variables), matching.targets(var_list), confirmed=True,
+                           what=("the state", "the optimizer"))
+    how = "order" if found.method == "build order" else "name"
+    return [(var_list[t], state.variables[s].name) for s, t in found.pairs], how
 
 
 def apply_state(optimizer, state, var_list):
