@@ -35,6 +35,16 @@ RENAMED_ATTRIBUTES = {
 # only for what is left unpaired, and only one-to-one.
 ANY_RENAMED = {a: b for table in RENAMED_ATTRIBUTES.values() for old, new in table.items()
                for a, b in ((old, new), (new, old))}
+# Sub-layers Keras 3 renamed, per layer class: tf_keras' MultiHeadAttention tracks its EinsumDense
+# projections as `_query_dense`, ... (its `.keras` files store them as `<mha>/_query_dense/vars/0`),
+# Keras 3's as `query`, ... (variable paths `<mha>/query/kernel`). `SUBLAYER_VARIABLES` names a
+# renamed sub-layer's `vars/<i>` (EinsumDense creates kernel, then bias).
+RENAMED_SUBLAYERS = {
+    "MultiHeadAttention": {"query_dense": "query", "key_dense": "key", "value_dense": "value",
+                           "output_dense": "attention_output"},
+}
+SUBLAYER_VARIABLES = ("kernel", "bias")
+ANY_RENAMED_SUBLAYER = {old: new for table in RENAMED_SUBLAYERS.values() for old, new in table.items()}
 # Weights built-in layers create non-trainable (the optimizer never sees them), by attribute.
 NON_TRAINABLE_ATTRIBUTES = {
     "BatchNormalization": ("moving_mean", "moving_variance"),
@@ -93,6 +103,10 @@ def _aliases(name, layer_class=None):
         for a, b in ((old, new), (new, old)):
             if own and own[-1] == a:
                 out.append(own[:-1] + (b,))
+    # `<layer>/_query_dense/vars/0` (tf_keras archive) -> `<layer>/query/kernel` (Keras 3 path)
+    if len(own) >= 3 and own[-2] == "vars" and own[-3] in ANY_RENAMED_SUBLAYER and own[-1].isdigit() \
+            and int(own[-1]) < len(SUBLAYER_VARIABLES):
+        out.append(own[:-3] + (ANY_RENAMED_SUBLAYER[own[-3]], SUBLAYER_VARIABLES[int(own[-1])]))
     return tuple(dict.fromkeys(out))
 
 

@@ -33,12 +33,12 @@ def load_for(source, algorithm=None, variables=None):
     target model's trainable variables) as the hint, count and shapes checked.
     """
     if isinstance(source, OptimizerState):
-        return source
+        return _as_target(source, algorithm)
     if not isinstance(source, (str, os.PathLike)):
         raise KerasOptMigrateError("source must be a path or an OptimizerState; received %r" % type(source).__name__)
     from .api import load_state
     try:
-        return load_state(source)
+        return _as_target(load_state(source), algorithm)
     except (MappingError, FormatError) as unhinted:  # e.g. a `.weights.h5` names no algorithm at all
         if not algorithm:
             raise
@@ -55,6 +55,21 @@ def load_for(source, algorithm=None, variables=None):
             raise e from unhinted
         state.source["algorithm_from"] = "the target optimizer (%s)" % algorithm
         return state
+
+
+def _as_target(state, algorithm):
+    """A state that cannot tell its algorithm (`state.candidates`) read as the target's, when that is
+    one of them (the same tensors under its slot names); any other state as it is."""
+    if not (algorithm and state.ambiguous):
+        return state
+    from .candidates import as_candidate
+    from .optimizers.registry import get_spec
+    if get_spec(algorithm).name not in state.candidates:
+        return state  # restore's own check refuses it, naming both algorithms
+    out = as_candidate(state, algorithm)
+    out.source = dict(out.source, algorithm_from="the target optimizer (%s), one of the file's candidates %s"
+                      % (algorithm, ", ".join(state.candidates)))
+    return out
 
 
 def _entry(optimizer):
