@@ -7,6 +7,7 @@ runs with file descriptor 2 muted (set KERAS_OPT_MIGRATE_DEBUG=1 to see them). A
 is left for the real import to raise.
 """
 
+import contextlib
 import importlib
 import os
 import sys
@@ -19,8 +20,10 @@ def import_tensorflow():
     return importlib.import_module("tensorflow")
 
 
-def _import_muted():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+@contextlib.contextmanager
+def muted_stderr():
+    """File descriptor 2 pointed at /dev/null for the block (C++ runtimes log there whatever their
+    log level); Python's sys.stderr is flushed first so nothing of ours is lost."""
     try:
         sys.stderr.flush()
     except (OSError, ValueError):
@@ -28,10 +31,21 @@ def _import_muted():
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        importlib.import_module("tensorflow")
-    except Exception:  # noqa: BLE001 - raised again, audibly, by the caller's import
-        pass
+        yield
     finally:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def _import_muted():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with muted_stderr():
+        try:
+            importlib.import_module("tensorflow")
+        except Exception:  # noqa: BLE001 - raised again, audibly, by the caller's import
+            pass

@@ -59,13 +59,11 @@ def load_for(source, algorithm=None, variables=None):
 
 def _as_target(state, algorithm):
     """A state that cannot tell its algorithm (`state.candidates`) read as the target's, when that is
-    one of them (the same tensors under its slot names); any other state as it is."""
+    one of them (the same tensors under its slot names), else MappingError naming the candidates;
+    any other state as it is."""
     if not (algorithm and state.ambiguous):
         return state
     from .candidates import as_candidate
-    from .optimizers.registry import get_spec
-    if get_spec(algorithm).name not in state.candidates:
-        return state  # restore's own check refuses it, naming both algorithms
     out = as_candidate(state, algorithm)
     out.source = dict(out.source, algorithm_from="the target optimizer (%s), one of the file's candidates %s"
                       % (algorithm, ", ".join(state.candidates)))

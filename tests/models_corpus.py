@@ -23,12 +23,13 @@ Usage from an end-to-end test (Keras 3):
 """
 
 import dataclasses
-import functools
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from corpus import Case
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TOLERANCE_FILE = FIXTURES / "models_tolerance.json"
@@ -44,9 +45,8 @@ HYPERPARAMETERS = {
 
 
 @dataclasses.dataclass
-class ModelCase:
-    path: Path
-    truth: dict
+class ModelCase(Case):
+    """A model-corpus case: `Case`'s files, arrays and generation, plus the architecture and its data."""
 
     @property
     def id(self):
@@ -60,21 +60,6 @@ class ModelCase:
     def model(self):
         return self.truth["model"]
 
-    @property
-    def generation(self):
-        return self.truth["generation"]
-
-    @functools.cached_property
-    def arrays(self):
-        with np.load(self.path / "truth.npz", allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-
-    def file(self, name):
-        return self.path / name
-
-    def has(self, name):
-        return name in self.truth["files"]
-
     def before(self):
         """Every model weight (model.weights order) after the 3 training steps, as saved in the files."""
         return [self.arrays["model/%d" % i] for i in range(len(self.truth["model_weights"]))]
@@ -82,9 +67,6 @@ class ModelCase:
     def after(self):
         """Every model weight after the 2 recorded continuation steps."""
         return [self.arrays["after/%d" % i] for i in range(len(self.truth["model_weights"]))]
-
-    def opt_array(self, i):
-        return self.arrays["opt/%d" % i]
 
     def step_data(self, step):
         """(x, y) of batch `step` (0..4; 3 and 4 are the continuation), x a list for multi-input models."""

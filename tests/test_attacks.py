@@ -10,20 +10,18 @@ worker subprocess (`cli_worker`) with a timeout and a memory readout, and a few 
 `python -m keras_opt_migrate` to prove nothing but the one line reaches stderr.
 """
 
-import contextlib
 import hashlib
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from cli_worker import Worker
+from timeouts import time_limit
 from keras_opt_migrate import load_state
 from keras_opt_migrate.cli import main
 from keras_opt_migrate.errors import KerasOptMigrateError
@@ -64,24 +62,6 @@ def corpus(tmp_path_factory):
     manifest = MAKER.build(str(out))
     assert {str(d): _tree_hash(d) for d in sources} == before, "make_attacks.py modified a fixture"
     return out, {a["id"]: a for a in manifest}
-
-
-@contextlib.contextmanager
-def time_limit(seconds, what):
-    """Fail (not hang) when `what` runs longer than `seconds`; SIGALRM, so main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expired(signum, frame):
-        raise TimeoutError("%s took more than %ds (hang?)" % (what, seconds))
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _commands(attack, path, original, out_dir):

@@ -7,11 +7,9 @@ with its mtime unchanged. Damaged files live in `fixtures/attacks/make_attacks.p
 (tests/test_attacks.py); this file covers what is not a file's content.
 """
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,26 +20,13 @@ import pytest
 import keras_opt_migrate as kom
 from keras_opt_migrate.cli import main
 from keras_opt_migrate.errors import FormatError, KerasOptMigrateError
+from timeouts import time_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 ADAM = FIXTURES / "k221" / "v2" / "adam"
 PREFIX = "keras-opt-migrate: error: "
 TIME_LIMIT = 60
-
-
-@contextlib.contextmanager
-def time_limit(seconds, what):
-    """Fail, not hang, when `what` takes longer than `seconds` (a blocked open() of a FIFO is interrupted)."""
-    def expired(signum, frame):
-        raise TimeoutError("%s took more than %ds: it blocked (on a FIFO?)" % (what, seconds))
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _snapshot(*roots):

@@ -51,6 +51,8 @@ def detect(path):
     if not os.path.exists(path) and not os.path.exists(str(path) + ".index"):
         raise FormatError(path, "no such file or directory")
     if failed is not None:
+        if isinstance(failed[1], FormatError):  # a check that names the file and the problem itself
+            raise failed[1]
         text = (str(failed[1]).strip().splitlines() or [type(failed[1]).__name__])[0][:300]
         raise FormatError(path, "corrupt or unreadable: checking whether it is a %s failed (%s)"
                           % (failed[0].description, text))

@@ -121,8 +121,78 @@ ZIP_MAGIC = b"PK\x03\x04"
 
 
 def is_hdf5(path):
+    """An HDF5 file whose metadata the HDF5 library reads to the end (see `check_hdf5_metadata`)."""
     # HDF5 allows a user block before the superblock at 0, 512, 1024, ... ; Keras never writes one.
-    return read_prefix(path, 8) == HDF5_MAGIC
+    if read_prefix(path, 8) != HDF5_MAGIC:
+        return False
+    check_hdf5_metadata(path)
+    return True
+
+
+HDF5_PROBE_SECONDS = 20
+_PROBED = {}  # (real path, size, mtime_ns) -> None, or the FormatError problem found
+
+
+def check_hdf5_metadata(path):
+    """Raise FormatError when reading the file's HDF5 metadata hangs or crashes the HDF5 library.
+
+    Some damage sends HDF5 itself (C code holding the GIL, so no Python timeout can interrupt it)
+    into an endless loop or a segmentation fault: a corrupt global heap under a variable-length
+    string attribute loops forever in HDF5 1.14.6 (found by tests/test_fuzz.py). So before any
+    reader opens an HDF5 file, a forked child opens it and reads every attribute and every
+    dataset's shape and type (no tensor data) once; a child that does not finish within
+    HDF5_PROBE_SECONDS is killed and the file refused, as is one killed by a signal. Errors the
+    child meets are left to the readers, which report them. Checked once per file version.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _PROBED:
+        _PROBED[key] = _probe_hdf5(path)
+    if _PROBED[key]:
+        raise FormatError(path, _PROBED[key])
+
+
+def _probe_hdf5(path):
+    if not hasattr(os, "fork"):  # pragma: no cover - POSIX only; elsewhere the readers run unguarded
+        return None
+    import signal
+    import time
+    pid = os.fork()
+    if pid == 0:  # the child: walk the metadata, exit 0 whatever Python raises
+        try:
+            import h5py
+
+            def visit(_name, obj):
+                for key in obj.attrs:
+                    obj.attrs.get(key)
+                if isinstance(obj, h5py.Dataset):
+                    obj.shape, obj.dtype  # noqa: B018 - reading them is the check
+            with h5py.File(path, "r") as f:
+                visit("/", f)
+                f.visititems(visit)
+        except BaseException:  # noqa: BLE001 - the readers report errors; only hangs and crashes count
+            pass
+        os._exit(0)
+    deadline = time.monotonic() + HDF5_PROBE_SECONDS
+    delay = 0.001
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return ("the HDF5 library does not finish reading this file's metadata (still reading after %d s): the "
+                    "file is corrupt" % HDF5_PROBE_SECONDS)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    if os.WIFSIGNALED(status):
+        return ("reading this file's HDF5 metadata crashes the HDF5 library (signal %d): the file is corrupt"
+                % os.WTERMSIG(status))
+    return None
 
 
 def is_zip(path):

@@ -28,7 +28,6 @@ import copy
 import dataclasses
 import inspect
 import os
-import sys
 import warnings
 from typing import Any, List, Optional
 
@@ -400,24 +399,10 @@ def _quiet():
     if os.environ.get("KERAS_OPT_MIGRATE_DEBUG"):
         yield
         return
-    try:
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        try:
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    from .._tensorflow import muted_stderr
+    with muted_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _layout(keras, model, where):

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import FormatError, MappingError, UnknownOptimizerError
 from ..optimizers.registry import get_spec, spec_for_class
 from ..schema import LazyTensor
-from .base import check_h5_storage
+from .base import check_h5_storage, check_hdf5_metadata
 from .mapping import canonical_config
 
 # -- HDF5 ------------------------------------------------------------------------------
@@ -129,6 +129,7 @@ def lazy_dataset(ds, opener, where, label):
 
 @contextlib.contextmanager
 def open_h5(path):
+    check_hdf5_metadata(path)
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -247,6 +248,8 @@ _WEIGHTS = {
     "BatchNormalization": [("gamma", True, "scale"), ("beta", True, "center"),
                            ("moving_mean", False, None), ("moving_variance", False, None)],
     "LayerNormalization": [("gamma", True, "scale"), ("beta", True, "center")],
+    # adapt()'s statistics, never trained (EfficientNet's input normalization)
+    "Normalization": [("mean", False, None), ("variance", False, None), ("count", False, None)],
     "DepthwiseConv2D": [("depthwise_kernel", True, None), ("bias", True, "use_bias")],
     "SeparableConv1D": [("depthwise_kernel", True, None), ("pointwise_kernel", True, None), ("bias", True, "use_bias")],
     "SeparableConv2D": [("depthwise_kernel", True, None), ("pointwise_kernel", True, None), ("bias", True, "use_bias")],

@@ -16,7 +16,7 @@ from ..schema import LazyTensor, materialize
 from ..schema import v2 as schema_current
 from ..schema.validate import check_state, is_integer
 from ..schema.upgrade import upgrade_header
-from .base import Format, atomic_output, check_h5_storage, is_hdf5
+from .base import Format, atomic_output, check_h5_storage, check_hdf5_metadata, is_hdf5
 
 VERSION_ATTR = "keras_opt_migrate_schema_version"
 HEADER_ATTR = "header"
@@ -39,6 +39,7 @@ class NativeFormat(Format):
             return False
 
     def read(self, path, **options):
+        check_hdf5_metadata(path)
         try:
             f = h5py.File(path, "r")
         except OSError as e:
