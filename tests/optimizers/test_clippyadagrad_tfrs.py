@@ -1,4 +1,4 @@
-"""Sparse ClippyAdagrad restored from files the real tensorflow-recommenders wrote, continued 47 steps
+"""Sparse ClippyAdagrad restored from files the real tensorflow-recommenders wrote, continued 50 steps
 beside the real optimizer (issue 12: a 3.4e-4 gap was reported for the sparse case).
 
 The reference runs in a subprocess (`tfrs_reference.py`, tf_keras as `tf.keras`). Every file it

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-STEPS, TRAIN = 50, 3
+STEPS, TRAIN = 53, 3
 TABLE, WIDTH, IDS, BATCH = 12, 3, 4, 8
 
 
