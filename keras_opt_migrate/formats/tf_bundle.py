@@ -126,7 +126,7 @@ NUMPY_DTYPES = {1: "<f4", 2: "<f8", 3: "<i4", 4: "|u1", 5: "<i2", 6: "|i1", 7: "
 DT_STRING = 7
 CHECKSUM_KIND = "tf-bundle-crc32c"  # LazyTensor.checksum of bundle tensors: the masked CRC-32C of their bytes
 PY_CRC_LIMIT = 1 << 20  # index blocks and small tensors are checksummed in Python up to this size
-RAW_LIMIT = 1 << 16  # numeric tensors up to this size are read without TensorFlow
+RAW_LIMIT = 1 << 16  # without google-crc32c's C code, numeric tensors up to this size are read without TensorFlow
 
 
 def _crc32c_table():
@@ -424,7 +424,7 @@ class Bundle:
         """The tensor as numpy, checked against the index's shape and dtype."""
         if key not in self.shapes:
             raise FormatError(self.origin, "the checkpoint has no tensor %r" % key)
-        value = self._read_small(key, self.entries[key])
+        value = self._read_direct(key, self.entries[key])
         if value is None:
             try:
                 value = np.asarray(self._tf_reader().get_tensor(key))
@@ -439,8 +439,9 @@ class Bundle:
                               % (key, want, self.shapes[key], value.dtype, tuple(value.shape)))
         return value
 
-    def _read_small(self, key, entry):
-        """A small tensor read straight from its shard with its checksum verified; None: TensorFlow reads it."""
+    def _read_direct(self, key, entry):
+        """The tensor read straight from its shard, its checksum verified (any numeric tensor with the fast
+        CRC-32C, else small ones only); None: TensorFlow reads it."""
         if entry.slices or self.endianness != 0 or entry.dtype not in NUMPY_DTYPES:
             return None
         if entry.size > (PY_CRC_LIMIT if entry.dtype == DT_STRING else RAW_LIMIT) and (
